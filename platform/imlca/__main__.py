@@ -1,0 +1,3 @@
+from imlca.cli import main
+
+raise SystemExit(main())

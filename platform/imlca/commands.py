@@ -1,0 +1,29 @@
+"""`report` and `bench`: the commands that read what runs left behind, or measure the platform."""
+from __future__ import annotations
+
+import argparse
+
+from imlca.cli import command
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", default="imlca", help="MLflow experiment name (default: imlca)")
+    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--parent", help="only the trials of this sweep's parent run id")
+    p.add_argument("--paper", action="store_true", help="Table-1 shape beside the paper's numbers")
+
+
+@command("report", "summarise tracked runs: Ā, last accuracy, forgetting (mean ± std over seeds)", _report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    from imlca.tracking.report import collect, format_paper, format_table
+    from imlca.tracking.store import Tracker, check_reachable, resolve_uri
+
+    uri = resolve_uri(args.uri)
+    check_reachable(uri)
+    table = collect(Tracker(uri, args.experiment), args.parent)
+    if not table:
+        print(f"no finished runs in experiment '{args.experiment}' at {uri}")
+        return 0
+    for line in (format_paper(table) if args.paper else format_table(table)):
+        print(line)
+    return 0

@@ -1,0 +1,348 @@
+"""Typed experiment configuration.
+
+Defaults are the paper's setup (ViT-B/16, LoRA r=64 on qkv, DESIGN §1); a YAML file holds only what differs.
+Every section validates itself in `__post_init__`; `load_config` reads YAML strictly (an unknown key is an error
+naming it) and applies `--set a.b=c` overrides. `flatten` gives the dotted view logged as MLflow params.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imlca.errors import ConfigError, ConfigFileError
+
+METHODS = ("im", "im_ca", "im_lca")  # no alignment | λ = 0 (plain CE, SLCA-style) | LCA with λ
+MERGE_RULES = ("max_abs", "ties", "mean")
+MERGE_SPACES = ("factors", "delta")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(key, problem)
+
+
+def _choice(value: str, key: str, allowed: typing.Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    _require(value in allowed, key, f"unknown value '{value}'; use one of {', '.join(allowed)}")
+
+
+@dataclass
+class DataConfig:
+    benchmark: str = "cifar100"
+    root: str | None = None  # dataset root; falls back to $IMLCA_DATA
+    image_size: int = 224
+    normalize: bool = False  # the reference feeds raw [0, 1] pixels to the ViT
+    crop_scale_min: float = 0.05  # training RandomResizedCrop(scale=(min, 1))
+    hflip: bool = True
+    train_per_class: int | None = None  # keep at most this many training images per class (None: all)
+    test_per_class: int | None = None
+    task_sizes: list[int] | None = None  # classes per task; None: the benchmark's own split
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        from imlca.data.registry import BENCHMARKS  # lazy: the registry imports torchvision
+
+        _choice(self.benchmark, "benchmark", sorted(BENCHMARKS))
+        _require(self.image_size >= 8, "image_size", f"must be >= 8 (got {self.image_size})")
+        _require(0 < self.crop_scale_min <= 1, "crop_scale_min", f"must be in (0, 1] (got {self.crop_scale_min})")
+        for key in ("train_per_class", "test_per_class"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, key, f"must be >= 1 or null (got {value})")
+        if self.task_sizes is not None:
+            _require(len(self.task_sizes) > 0 and min(self.task_sizes) >= 1, "task_sizes",
+                     f"must be a non-empty list of positive class counts (got {self.task_sizes})")
+        _require(self.num_workers >= 0, "num_workers", f"must be >= 0 (got {self.num_workers})")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_base_patch16_224"
+    pretrained: bool = True  # timm hub weights (downloads); ignored when `checkpoint` is set
+    checkpoint: str | None = None  # local weights: .safetensors, or .pth/.bin read with weights_only=True
+    layer_norm: bool = False  # trainable LayerNorm after the backbone (paper-era code); merged like LoRA
+
+    def __post_init__(self) -> None:
+        from imlca.models.backbone import BACKBONES
+
+        _choice(self.backbone, "backbone", sorted(BACKBONES))
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 64
+    alpha: float = 128.0
+    dropout: float = 0.0
+    target: str | None = None  # regex over module names; None: the backbone's default (ViT: blocks.N.attn.qkv)
+    init: str = "gaussian"  # peft init_lora_weights: A ~ N(0, 1/r), B = 0
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, "rank", f"must be >= 1 (got {self.rank})")
+        _require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
+        _require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
+        _choice(self.init, "init", ("gaussian", "kaiming"))
+        if self.target is not None:
+            import re
+
+            try:
+                re.compile(self.target)
+            except re.error as err:
+                raise ConfigError("target", f"not a valid regex ({err})") from None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    min_lr: float = 1e-6  # cosine schedule end
+    device: str = "auto"  # auto: cuda when present
+    precision: str = "fp32"  # bf16 autocast on CUDA
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
+        _require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        _require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        _require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1) (got {self.momentum})")
+        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0 (got {self.weight_decay})")
+        _require(0 <= self.min_lr <= self.lr, "min_lr", f"must be in [0, lr] (got {self.min_lr})")
+        _choice(self.device, "device", DEVICES)
+        _choice(self.precision, "precision", PRECISIONS)
+
+
+@dataclass
+class MergeConfig:
+    rule: str = "ties"  # the public code's default; the paper's rule is max_abs
+    space: str = "factors"  # merge LoRA A and B element-wise (reference) or the dense ΔW = s·B·A
+    alpha: float = 1.0  # θ_merged = θ0 + α·τ
+
+    def __post_init__(self) -> None:
+        _choice(self.rule, "rule", MERGE_RULES)
+        _choice(self.space, "space", MERGE_SPACES)
+        _require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
+
+
+@dataclass
+class AlignConfig:
+    method: str = "im_lca"  # the run's own method; its metrics are the run's headline
+    compare: list[str] = field(default_factory=list)  # other methods scored on the same backbone trajectory
+    lam: float = 0.1  # λ of the LCA loss
+    samples_per_class: int = 512
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    ridge: float = 1e-4  # Σ_c + ridge·I
+
+    def __post_init__(self) -> None:
+        _choice(self.method, "method", METHODS)
+        for name in self.compare:
+            _choice(name, "compare", METHODS)
+        _require(self.lam >= 0, "lam", f"must be >= 0 (got {self.lam})")
+        _require(self.samples_per_class >= 1, "samples_per_class", f"must be >= 1 (got {self.samples_per_class})")
+        _require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
+        _require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        _require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        _require(self.ridge >= 0, "ridge", f"must be >= 0 (got {self.ridge})")
+
+    @property
+    def methods(self) -> list[str]:
+        """The run's method first, then the comparisons, without repeats."""
+        return list(dict.fromkeys([self.method, *self.compare]))
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+
+
+@dataclass
+class ResourcesConfig:
+    num_cpus: float = 1.0  # per TaskWorker; torch threads follow it
+    num_gpus: float = 0.0  # per TaskWorker; fractional shares a GPU between workers
+
+    def __post_init__(self) -> None:
+        _require(self.num_cpus > 0, "num_cpus", f"must be > 0 (got {self.num_cpus})")
+        _require(self.num_gpus >= 0, "num_gpus", f"must be >= 0 (got {self.num_gpus})")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # $MLFLOW_TRACKING_URI wins; else this; else sqlite:///mlflow.db
+    experiment: str = "imlca"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "imlca"
+    seed: int = 1993  # class order and all randomness derive from it
+    output_dir: str = "outputs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "name", "must not be empty")
+
+
+# --- building dataclasses from plain dicts, strictly -------------------------------------------------------------
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_is_instance(v, item) for v in value)
+    if origin is dict:
+        key_type, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_is_instance(k, key_type) and _is_instance(v, item)
+                                               for k, v in value.items())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys, wrong types and bad values name their dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(path, f"unknown key; valid keys here: {', '.join(sorted(names))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, path)
+        elif not _is_instance(value, hint):
+            raise ConfigError(path, f"expected {_type_name(hint)}, got {value!r}")
+        else:
+            kwargs[key] = float(value) if hint is float else value
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise err.under(prefix) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """`{"lora.rank": 64, ...}`: the view logged as MLflow params and used for sweep keys."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, path + ".")
+            else:
+                out[path] = value
+
+    walk(to_dict(cfg), "")
+    return out
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating levels; the key is checked later by `from_dict`."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(key, f"'{part}' is a value, not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` → ("a.b", yaml-parsed c)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "an override is written key=value, e.g. --set lora.rank=16")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigFileError(str(path), "file not found; pass the path of a YAML config such as sweeps/default.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigFileError(str(path), f"malformed YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(str(path), "the top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
+    tree = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        set_dotted(tree, *parse_override(text))
+    return from_dict(ExperimentConfig, tree)
+
+
+def merge_trees(base: dict, updates: dict[str, Any]) -> dict:
+    """Copy of `base` with dotted `updates` applied (used by sweeps)."""
+    import copy
+
+    tree = copy.deepcopy(base)
+    for key, value in updates.items():
+        set_dotted(tree, key, value)
+    return tree
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# keys that change where or how a run executes, not what it computes
+NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers", "train.device")
+
+
+def fingerprint(cfg: ExperimentConfig) -> str:
+    """Short hash of everything that shapes a run's numbers (checkpoints of other configs are refused)."""
+    import hashlib
+    import json
+
+    shaping = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_IN_FINGERPRINT)}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,35 @@
+"""The method's math as plain torch functions: task vectors and merge rules, Gaussian bank, LCA, metrics."""
+from imlca.core.gaussian_bank import GaussianBank
+from imlca.core.lca import align_heads, lca_loss
+from imlca.core.merging import (
+    MERGE_RULES,
+    apply_task_vector,
+    incremental_merge,
+    lora_delta,
+    merge,
+    task_vector,
+)
+from imlca.core.metrics import (
+    average_incremental_accuracy,
+    forgetting,
+    last_accuracy,
+    summary,
+    task_accuracies,
+)
+
+__all__ = [
+    "MERGE_RULES",
+    "GaussianBank",
+    "align_heads",
+    "apply_task_vector",
+    "average_incremental_accuracy",
+    "forgetting",
+    "incremental_merge",
+    "last_accuracy",
+    "lca_loss",
+    "lora_delta",
+    "merge",
+    "summary",
+    "task_accuracies",
+    "task_vector",
+]

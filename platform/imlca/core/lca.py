@@ -1,0 +1,82 @@
+"""Local Classifier Alignment: the LCA loss and the head-alignment loop on Gaussian samples (DESIGN §1 step 4)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from imlca.core.gaussian_bank import GaussianBank
+
+
+def _nearest_mean(features: Tensor, class_means: Tensor) -> Tensor:
+    # torch.cdist's default (matmul-based for larger batches), as the reference code computes it
+    return torch.cdist(features.detach(), class_means.to(features)).argmin(dim=1)  # [B, C] -> [B]
+
+
+def lca_loss(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor, lam: float) -> Tensor:
+    """The LCA loss of DESIGN §1 step 4; with lam == 0 the plain mean cross-entropy (classifier alignment)."""
+    if lam == 0:
+        return F.cross_entropy(logits, targets)
+    ce = F.cross_entropy(logits, targets, reduction="none")  # [B]
+    present, cls = torch.unique(targets, return_inverse=True)  # [K], [B] index of each sample's class
+    k = present.shape[0]
+    inside = _nearest_mean(features, class_means) == targets  # [B]: sample lies in its class's local region
+    n_inside = torch.zeros(k, dtype=torch.long, device=ce.device).index_add_(0, cls, inside.long())  # |S| [K]
+    # Term 1 averages ℓ over S, or over the whole class where S is empty
+    used = inside | (n_inside[cls] == 0)  # [B]
+    n_used = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add_(0, cls, used.to(ce.dtype))  # [K]
+    term1 = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add(0, cls, ce * used) / n_used  # [K]
+    # Term 2: mean |ℓ_j − ℓ_k| over ordered pairs j ≠ k in S (the diagonal contributes |0| = 0)
+    pairs = inside[:, None] & inside[None, :] & (cls[:, None] == cls[None, :])  # [B, B]
+    spread = ((ce[:, None] - ce[None, :]).abs() * pairs).sum(dim=1)  # [B]
+    n_pairs = (n_inside * (n_inside - 1)).clamp(min=1)  # [K]; |S| < 2 has no pair and a zero sum
+    term2 = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add(0, cls, spread) / n_pairs
+    return (term1 + lam * term2).sum() / k
+
+
+def _sgd(param: Tensor, lr: float, momentum: float, weight_decay: float, epochs: int):
+    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0)
+
+
+def align_heads(
+    weight: Tensor,
+    bank: GaussianBank,
+    classes: list[int],
+    lam: float,
+    samples_per_class: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, list[float]]:
+    """Align the concatenated head matrix (row c = class at position c) on Gaussian samples of every class.
+
+    Returns the new weight (same dtype and device, the input untouched) and the mean batch loss of each epoch.
+    """
+    if weight.dim() != 2 or weight.shape[0] != len(classes):
+        raise ValueError(f"weight {tuple(weight.shape)} must be [C, D] with C = len(classes) = {len(classes)}")
+    device = weight.device
+    features, _ = bank.sample(classes, samples_per_class, generator)  # [C·n, D], drawn once
+    features = features.to(device)
+    targets = torch.arange(len(classes), device=device).repeat_interleave(samples_per_class)  # positions [C·n]
+    means = bank.means(classes).to(device)  # [C, D]
+    param = weight.detach().to(torch.float32, copy=True).requires_grad_(True)  # [C, D]
+    optimizer, schedule = _sgd(param, lr, momentum, weight_decay, epochs)
+    epoch_losses = []
+    for _ in range(epochs):
+        order = torch.randperm(features.shape[0], generator=generator).to(device)
+        losses = []
+        for start in range(0, order.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            z, y = features[idx], targets[idx]  # [b, D], [b]
+            loss = lca_loss(z @ param.T, y, z, means, lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        schedule.step()
+        epoch_losses.append(sum(losses) / len(losses))
+    return param.detach().to(weight.dtype), epoch_losses

@@ -1,0 +1,72 @@
+"""Continual-learning metrics on the lower-triangular accuracy matrix a[t][j] (percent; DESIGN §1 Metrics).
+
+a[t][j] is the accuracy after task t on task j's test classes, defined for j ≤ t.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+AccuracyMatrix = Sequence[Sequence[float]] | Tensor
+
+
+def _rows(acc: AccuracyMatrix) -> list[list[float]]:
+    # Row t keeps its first t + 1 entries; the upper triangle of a square tensor is ignored
+    if isinstance(acc, Tensor):
+        if acc.dim() != 2 or acc.shape[0] != acc.shape[1]:
+            raise ValueError(f"accuracy tensor must be square, got {tuple(acc.shape)}")
+        acc = acc.tolist()
+    if len(acc) == 0:
+        raise ValueError("accuracy matrix is empty")
+    rows = []
+    for t, row in enumerate(acc):
+        if len(row) < t + 1:
+            raise ValueError(f"accuracy row {t} has {len(row)} entries, needs {t + 1}")
+        rows.append([float(v) for v in row[: t + 1]])
+    return rows
+
+
+def _task_averages(rows: list[list[float]]) -> list[float]:
+    return [sum(row) / len(row) for row in rows]  # A_t = mean_{j≤t} a[t][j]
+
+
+def average_incremental_accuracy(acc: AccuracyMatrix) -> float:
+    """Ā = mean_t A_t."""
+    averages = _task_averages(_rows(acc))
+    return sum(averages) / len(averages)
+
+
+def last_accuracy(acc: AccuracyMatrix) -> float:
+    """A_T, the average accuracy after the last task."""
+    return _task_averages(_rows(acc))[-1]
+
+
+def forgetting(acc: AccuracyMatrix) -> float:
+    """mean over j < T of (max_{j≤t<T} a[t][j] − a[T][j]); 0.0 after a single task."""
+    rows = _rows(acc)
+    last = len(rows) - 1
+    if last == 0:
+        return 0.0
+    drops = [max(rows[t][j] for t in range(j, last)) - rows[last][j] for j in range(last)]
+    return sum(drops) / len(drops)
+
+
+def summary(acc: AccuracyMatrix) -> dict[str, float]:
+    return {"avg_acc": average_incremental_accuracy(acc), "last_acc": last_accuracy(acc), "forgetting": forgetting(acc)}
+
+
+def task_accuracies(predictions: Tensor, targets: Tensor, task_bounds: list[tuple[int, int]]) -> list[float]:
+    """Accuracy (percent) over the samples whose target (a class-order position) lies in each [lo, hi)."""
+    if predictions.shape != targets.shape or predictions.dim() != 1:
+        raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} must be [N]")
+    correct = predictions == targets  # [N]
+    result = []
+    for lo, hi in task_bounds:
+        in_task = (targets >= lo) & (targets < hi)  # [N]
+        n = int(in_task.sum())
+        if n == 0:
+            raise ValueError(f"no samples with targets in [{lo}, {hi})")
+        result.append(100.0 * int((correct & in_task).sum()) / n)
+    return result

@@ -1,0 +1,1 @@
+"""The single-process reference: train one task, extract features, evaluate, run the whole protocol."""

@@ -1,0 +1,46 @@
+"""What a finished run leaves for people: resolved config, results, accuracy matrices as CSV, final adapter and
+heads as safetensors. Written from a run's result or from its last task checkpoint (same files either way)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from imlca.config import ExperimentConfig, save_config, to_dict
+from imlca.core.metrics import summary
+from imlca.engine.checkpoint import load_checkpoint
+
+Tensors = dict[str, torch.Tensor]
+
+
+def accuracy_csv(acc: list[list[float]]) -> str:
+    """Row t = after task t, column j = task j (blank above the diagonal)."""
+    width = len(acc)
+    lines = ["after_task," + ",".join(f"task_{j}" for j in range(width))]
+    for t, row in enumerate(acc):
+        lines.append(f"{t}," + ",".join(f"{row[j]:.4f}" if j < len(row) else "" for j in range(width)))
+    return "\n".join(lines) + "\n"
+
+
+def write_artifacts(out_dir: Path, cfg: ExperimentConfig, acc: dict[str, list[list[float]]], merged: Tensors,
+                    heads: dict[str, list[torch.Tensor]], extra: dict | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    results = {"config": to_dict(cfg), "methods": list(acc), "acc": acc,
+               "summary": {m: summary(rows) for m, rows in acc.items() if rows}, **(extra or {})}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    for method, rows in acc.items():
+        (out_dir / f"accuracy_{method}.csv").write_text(accuracy_csv(rows))
+    save_file({k: v.contiguous() for k, v in merged.items()}, str(out_dir / "adapter.safetensors"))
+    save_file({f"{m}.{t}": h.contiguous() for m, hs in heads.items() for t, h in enumerate(hs)},
+              str(out_dir / "heads.safetensors"))
+
+
+def export_checkpoint(folder: Path, cfg: ExperimentConfig, out_dir: Path) -> None:
+    """Artifacts of the run whose latest task checkpoint is `folder`."""
+    tensors, meta = load_checkpoint(folder)
+    merged = {k[len("merged."):]: v for k, v in tensors.items() if k.startswith("merged.")}
+    heads = {m: [tensors[f"heads.{m}.{t}"] for t in range(meta["tasks_merged"])] for m in meta["methods"]}
+    write_artifacts(out_dir, cfg, meta["acc"], merged, heads)

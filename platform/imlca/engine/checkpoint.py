@@ -1,0 +1,79 @@
+"""Task-boundary checkpoints: `<dir>/task-NNN/{state.safetensors, meta.json}`.
+
+A checkpoint is written into a temporary folder, fsynced, then renamed into place: a folder named task-NNN is
+complete or absent. meta.json carries the SHA-256 of the tensor file (verified on load) and a fingerprint of the
+config that shapes the run, so a checkpoint of another experiment is refused. Randomness needs no saved state:
+every draw comes from a generator seeded by (seed, purpose, task) (engine/seeding.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from imlca.errors import CheckpointError
+
+TENSORS, META = "state.safetensors", "meta.json"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def task_dir(root: Path, task: int) -> Path:
+    return Path(root) / f"task-{task:03d}"
+
+
+def save_checkpoint(root: str | Path, task: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write the state after `task` atomically; returns the final folder."""
+    root, final = Path(root), task_dir(Path(root), task)
+    tmp = root / f".tmp-task-{task:03d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    _fsync(tmp / TENSORS)
+    (tmp / META).write_text(json.dumps({**meta, "task": task, "sha256": _sha256(tmp / TENSORS)}))
+    _fsync(tmp / META)
+    if final.exists():  # an identical re-delivery of the same task: replace as one step
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(root)
+    return final
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    folders = sorted(Path(root).glob("task-[0-9][0-9][0-9]")) if Path(root).is_dir() else []
+    return folders[-1] if folders else None
+
+
+def load_checkpoint(folder: str | Path, fingerprint: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"checkpoint {folder} has no readable {META}; delete the folder to resume from "
+                              "the previous task") from None
+    if not (folder / TENSORS).is_file() or _sha256(folder / TENSORS) != meta.get("sha256"):
+        raise CheckpointError(f"checkpoint {folder}: {TENSORS} is missing or fails its checksum (corrupt); "
+                              "delete the folder to resume from the previous task")
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"checkpoint {folder} belongs to a different experiment config; resume with the "
+                              "config it was written with, or use a new output folder")
+    return load_file(str(folder / TENSORS)), meta

@@ -1,0 +1,59 @@
+"""The two loops over images: LoRA + new-head training, and feature extraction. Plain torch."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from imlca.config import TrainConfig
+from imlca.models.model import IncrementalModel
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, offset: int, cfg: TrainConfig,
+               device: torch.device) -> list[float]:
+    """Train LoRA (+LN) and the new head with cross-entropy over the new head only (labels − offset).
+
+    SGD + momentum, cosine from lr to min_lr stepped per epoch. The backbone stays in eval mode (frozen BatchNorm
+    statistics). Returns the mean loss of each epoch.
+    """
+    params = model.trainable_parameters() + [head]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    model.freeze_statistics()
+    losses = []
+    for _ in range(cfg.epochs):
+        total, count = 0.0, 0
+        for images, targets in loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with autocast(device, cfg.precision):
+                logits = model.features(images) @ head.T  # [B, D] @ [D, n_t] → [B, n_t]
+            loss = F.cross_entropy(logits.float(), targets - offset)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(targets), count + len(targets)
+        schedule.step()
+        losses.append(total / max(count, 1))
+    return losses
+
+
+@torch.no_grad()
+def extract_features(model: IncrementalModel, loader: DataLoader, device: torch.device,
+                     precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """→ features float32 [N, D] and targets int64 [N], on the CPU, in loader order."""
+    model.freeze_statistics()
+    feats, labels = [], []
+    for images, targets in loader:
+        with autocast(device, precision):
+            feats.append(model.features(images.to(device, non_blocking=True)).float().cpu())
+        labels.append(targets)
+    return torch.cat(feats), torch.cat(labels)

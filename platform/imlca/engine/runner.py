@@ -1,0 +1,95 @@
+"""TaskRunner: everything that touches images for one run — a model, the benchmark, a device.
+
+`train` fine-tunes one task from the merged adapter and returns only what the merge step needs; `evaluate`
+scores head sets on the merged backbone. The in-process protocol and the Ray TaskWorker both call these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from imlca.config import ExperimentConfig
+from imlca.core.gaussian_bank import GaussianBank
+from imlca.core.metrics import task_accuracies
+from imlca.data import load_benchmark
+from imlca.data.transforms import build_transform
+from imlca.engine.adapters import MERGE_SPACES
+from imlca.engine.loops import extract_features, train_task
+from imlca.engine.seeding import derive_seed, generator
+from imlca.errors import ResourceError
+from imlca.models.heads import init_head
+from imlca.models.lora import scaling
+from imlca.models.model import build_model
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class TaskOutput:
+    task: int
+    adapter: Tensors  # the task's fine-tuned adapter, in the merge space
+    head: torch.Tensor  # [n_t, D] the new head after training
+    statistics: Tensors  # GaussianBank.state_dict() of the new classes (float64 sufficient statistics)
+    losses: list[float]  # mean training loss per epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ResourceError("train.device is 'cuda' but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+class TaskRunner:
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        self.benchmark = load_benchmark(cfg.data, cfg.seed)
+        self.model = build_model(cfg).to(self.device)
+        self.space = MERGE_SPACES[cfg.merge.space](self.model, scaling(cfg.lora))
+        mean, std = (self.model.backbone.pretrained_cfg.get(k, (0.5,) * 3) for k in ("mean", "std"))
+        self.train_tf = build_transform(cfg.data, True, mean, std)
+        self.test_tf = build_transform(cfg.data, False, mean, std)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.benchmark.split.num_tasks
+
+    def theta0(self) -> Tensors:
+        return self.space.initial()
+
+    def _loader(self, part: str, tasks, transform, shuffle_seed: int | None = None) -> DataLoader:
+        batch = self.cfg.train.batch_size if shuffle_seed is not None else self.cfg.eval.batch_size
+        gen = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
+        return DataLoader(self.benchmark.view(part, tasks, transform), batch_size=batch,
+                          shuffle=shuffle_seed is not None, generator=gen, num_workers=self.cfg.data.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def train(self, task: int, merged: Tensors) -> TaskOutput:
+        cfg, split = self.cfg, self.benchmark.split
+        self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
+        lo, hi = split.task_range(task)
+        head = nn.Parameter(init_head(hi - lo, self.model.dim, generator(cfg.seed, "head", task)).to(self.device))
+        torch.manual_seed(derive_seed(cfg.seed, "augment", task))  # the transforms draw from the global RNG
+        loader = self._loader("train", [task], self.train_tf, shuffle_seed=derive_seed(cfg.seed, "shuffle", task))
+        losses = train_task(self.model, head, loader, lo, cfg.train, self.device)
+        feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device,
+                                          cfg.train.precision)
+        bank = GaussianBank(self.model.dim, cfg.align.ridge)
+        bank.update(feats.double(), targets)
+        adapter = {k: v.detach().cpu() for k, v in self.space.read(self.model).items()}
+        return TaskOutput(task, adapter, head.detach().cpu().clone(), bank.state_dict(), losses)
+
+    def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+        """a[task][j] for j ≤ task, per method: argmax over all seen classes of the method's heads."""
+        self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
+        feats, targets = extract_features(self.model, self._loader("test", range(task + 1), self.test_tf),
+                                          self.device, self.cfg.train.precision)
+        bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
+        rows = {}
+        for method, weights in heads.items():
+            predictions = (feats @ torch.cat(weights).T.float()).argmax(dim=1)  # [N, D] @ [D, C] → [N]
+            rows[method] = task_accuracies(predictions, targets, bounds)
+        return rows

@@ -1,0 +1,68 @@
+"""The incremental model: frozen timm backbone with LoRA, optional trainable LayerNorm, growing heads."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imlca.config import ExperimentConfig
+from imlca.models.backbone import BACKBONES, create_backbone
+from imlca.models.heads import IncrementalClassifier
+from imlca.models.lora import adapter_state, attach_lora, load_adapter_state
+
+LN_PREFIX = "ln."  # adapter keys of the optional LayerNorm, merged like the LoRA factors
+
+
+class IncrementalModel(nn.Module):
+    def __init__(self, backbone: nn.Module, layer_norm: bool):
+        super().__init__()
+        self.backbone = backbone
+        dim = backbone.num_features
+        self.ln = nn.LayerNorm(dim) if layer_norm else nn.Identity()
+        self.classifier = IncrementalClassifier(dim)
+
+    @property
+    def dim(self) -> int:
+        return self.classifier.dim
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] → [B, D] pooled pre-logits features (CLS token for ViTs)."""
+        pooled = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+        return self.ln(pooled)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+    def freeze_statistics(self) -> "IncrementalModel":
+        """Eval mode everywhere: BatchNorm running statistics and dropout stay fixed while LoRA trains (DESIGN §5)."""
+        return self.eval()
+
+    def adapter(self) -> dict[str, torch.Tensor]:
+        """The trainable backbone state: LoRA factors plus the LayerNorm affine (when present)."""
+        state = adapter_state(self.backbone)
+        if isinstance(self.ln, nn.LayerNorm):
+            state.update({LN_PREFIX + k: v.detach().clone() for k, v in self.ln.state_dict().items()})
+        return state
+
+    def load_adapter(self, state: dict[str, torch.Tensor]) -> None:
+        lora = {k: v for k, v in state.items() if not k.startswith(LN_PREFIX)}
+        load_adapter_state(self.backbone, lora)
+        if isinstance(self.ln, nn.LayerNorm):
+            self.ln.load_state_dict({k[len(LN_PREFIX):]: v for k, v in state.items() if k.startswith(LN_PREFIX)})
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """LoRA factors + LayerNorm; the new head is added by the trainer."""
+        params = [p for n, p in self.backbone.named_parameters() if "lora_" in n]
+        return params + list(self.ln.parameters())
+
+
+def build_model(cfg: ExperimentConfig) -> IncrementalModel:
+    """Backbone with LoRA at θ0, both seeded by cfg.seed (identical in every process), and no heads yet."""
+    spec = BACKBONES[cfg.model.backbone]
+    with torch.random.fork_rng(devices=[]):  # a randomly initialised backbone must be the same in every process
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint,
+                                   cfg.data.image_size)
+    backbone = attach_lora(backbone, cfg.lora, cfg.lora.target or spec.lora_target, cfg.seed)
+    for name, param in backbone.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return IncrementalModel(backbone, cfg.model.layer_norm).freeze_statistics()

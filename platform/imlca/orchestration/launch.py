@@ -1,0 +1,39 @@
+"""`python -m imlca sweep`: check everything that can be checked, run the Tuner, print the best trial."""
+from __future__ import annotations
+
+from imlca.orchestration.driver import check_gpus, ensure_ray
+from imlca.orchestration.sweep import fit, trial_config
+from imlca.orchestration.tracking_callback import MlflowSweepCallback
+from imlca.sweep_config import Sweep
+from imlca.tracking.store import check_reachable, resolve_uri
+
+
+def sweep_params(sweep: Sweep) -> dict:
+    params = {f"space.{k}": v for k, v in sweep.cfg.space.items()}
+    params.update({f"set.{k}": v for k, v in sweep.cfg.set.items()})
+    params.update(num_samples=sweep.cfg.num_samples, metric=sweep.cfg.metric, scheduler=sweep.cfg.scheduler.type)
+    return params
+
+
+def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
+    base = trial_config(sweep.base_tree, {})
+    uri = resolve_uri(base.tracking.uri)
+    check_reachable(uri)  # before any trial starts
+    ensure_ray()
+    check_gpus(base)
+
+    def make_callbacks(named: Sweep) -> list:
+        return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree)]
+
+    grid = fit(sweep, make_callbacks, resume)
+    for error in grid.errors:
+        print(f"trial failed: {str(error).splitlines()[0]}")
+    best = grid.get_best_result(metric=sweep.cfg.metric, mode=sweep.cfg.mode, scope="last")
+    if best is None or best.metrics is None:
+        print("no trial finished")
+        return 1
+    settings = ", ".join(f"{k}={v}" for k, v in best.config.items()) or "(base config)"
+    print(f"best trial: {settings}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
+    print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {uri}")
+    print("open the results side by side: make ui   (http://127.0.0.1:5000)")
+    return 1 if grid.errors else 0

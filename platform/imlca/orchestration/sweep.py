@@ -1,0 +1,99 @@
+"""Ray Tune sweeps: one trial = one distributed run; reports after every task with a task checkpoint.
+
+The trainable reserves no resources itself (empty first bundle); its TaskWorker gets the second bundle
+(`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from imlca.config import ExperimentConfig, from_dict, merge_trees
+from imlca.engine.checkpoint import latest_checkpoint, task_dir
+from imlca.orchestration.driver import ensure_ray, run_distributed
+from imlca.sweep_config import Sweep
+
+SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
+            "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+
+
+def param_space(sweep: Sweep) -> dict:
+    """Dotted config keys → Tune domains."""
+    return {key: SAMPLERS[kind](values) for key, spec in sweep.cfg.space.items() for kind, values in spec.items()}
+
+
+def trial_config(base_tree: dict, params: dict) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, merge_trees(base_tree, params))
+
+
+def trainable(params: dict, base_tree: dict) -> None:
+    """One trial: the run, resumed from Tune's checkpoint when the trial is retried or the sweep restored."""
+    cfg = trial_config(base_tree, params)
+    root = Path(tempfile.mkdtemp(prefix="imlca-trial-"))
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        folder = Path(restored.to_directory())
+        task = int(json.loads((folder / "meta.json").read_text())["task"])
+        shutil.copytree(folder, task_dir(root, task))
+
+    def report(metrics: dict) -> None:
+        folder = latest_checkpoint(root)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+
+    try:
+        run_distributed(cfg, on_task=report, checkpoint_dir=root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def trial_resources(sweep: Sweep) -> tune.PlacementGroupFactory:
+    r = from_dict(ExperimentConfig, sweep.base_tree).resources
+    worker = {"CPU": r.num_cpus, **({"GPU": r.num_gpus} if r.num_gpus else {})}
+    return tune.PlacementGroupFactory([{}, worker], strategy="PACK")
+
+
+def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
+    cfg = sweep.cfg
+    scheduler = None
+    if cfg.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=cfg.scheduler.grace_period,
+                                  reduction_factor=cfg.scheduler.reduction_factor)
+    run = tune.RunConfig(name=sweep.name, storage_path=str(Path(cfg.storage_path).resolve()), callbacks=callbacks,
+                         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
+    tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
+                               max_concurrent_trials=cfg.max_concurrent_trials)
+    return tune.Tuner(wrapped_trainable(sweep), param_space=param_space(sweep), tune_config=tune_cfg,
+                      run_config=run)
+
+
+def wrapped_trainable(sweep: Sweep):
+    return tune.with_resources(tune.with_parameters(trainable, base_tree=sweep.base_tree), trial_resources(sweep))
+
+
+def latest_experiment(sweep: Sweep) -> Path | None:
+    """The newest restorable experiment folder of this sweep (`<storage>/<name>-<time>`)."""
+    root = Path(sweep.cfg.storage_path).resolve()
+    found = sorted(p for p in root.glob(f"{sweep.name}-*") if tune.Tuner.can_restore(str(p))) if root.is_dir() else []
+    return found[-1] if found else None
+
+
+def fit(sweep: Sweep, make_callbacks, resume: bool = False):
+    """Run the sweep, or with `resume` continue its newest experiment through `Tuner.restore` (finished trials are
+    not re-run; the restored callbacks keep their MLflow run ids). Returns Tune's ResultGrid."""
+    ensure_ray()
+    previous = latest_experiment(sweep) if resume else None
+    if previous is not None:
+        print(f"resuming {previous}", flush=True)
+        tuner = tune.Tuner.restore(str(previous), wrapped_trainable(sweep), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        sweep.name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tuner = build_tuner(sweep, make_callbacks(sweep))
+    return tuner.fit()

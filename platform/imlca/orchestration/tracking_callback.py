@@ -1,0 +1,82 @@
+"""Tune → MLflow, on the driver: a parent run per sweep, a nested run per trial, a metric step per task.
+
+Ray here, MLflow behind `imlca.tracking.store.Tracker`. The callback is pickled into Tune's experiment state, so a
+restored sweep keeps its parent run and trial runs (no duplicates); the client is rebuilt lazily after unpickling.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ray import tune
+
+from imlca.config import flatten
+from imlca.engine.artifacts import export_checkpoint
+from imlca.orchestration.sweep import trial_config
+from imlca.tracking.runs import run_tags
+from imlca.tracking.store import TRIAL_TAG, Tracker, git_commit
+
+
+
+def run_metrics(result: dict) -> dict:
+    """Our report's numbers out of a Tune result (which also holds Tune's own bookkeeping)."""
+    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "align_loss", "train_loss")
+    return {k: v for k, v in result.items() if k in ours or "/" in k or k.startswith("acc_")}
+
+
+class MlflowSweepCallback(tune.Callback):
+    def __init__(self, uri: str, experiment: str, sweep_name: str, sweep_params: dict, base_tree: dict):
+        self.uri, self.experiment, self.sweep_name = uri, experiment, sweep_name
+        self.sweep_params, self.base_tree = sweep_params, base_tree
+        self.parent_id: str | None = None
+        self.runs: dict[str, str] = {}  # trial id → MLflow run id
+        self._tracker: Tracker | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_tracker"} | {"_tracker": None}
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.uri, self.experiment)
+        return self._tracker
+
+    def setup(self, **info) -> None:
+        if self.parent_id is None:
+            self.parent_id = self.tracker.start_run(self.sweep_name, self.sweep_params,
+                                                    {"imlca.kind": "sweep", "git_commit": git_commit()})
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.runs:
+            return
+        found = self.tracker.find_trial_run(self.parent_id, trial.trial_id)
+        if found is None:
+            cfg = trial_config(self.base_tree, trial.config)
+            tags = {**run_tags(cfg), TRIAL_TAG: trial.trial_id, "imlca.kind": "trial"}
+            found = self.tracker.start_run(str(trial), flatten(cfg), tags, self.parent_id)
+        self.runs[trial.trial_id] = found
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.on_trial_start(iteration, trials, trial)
+        self.tracker.log_metrics(self.runs[trial.trial_id], run_metrics(result), step=int(result["task"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        if trial.checkpoint is not None:
+            cfg = trial_config(self.base_tree, trial.config)
+            with trial.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+                export_checkpoint(Path(folder), cfg, Path(out))
+                self.tracker.log_artifacts(run_id, out)
+        self.tracker.end_run(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.runs:
+            self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.parent_id is not None:
+            self.tracker.end_run(self.parent_id, "FINISHED")

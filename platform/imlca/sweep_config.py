@@ -1,0 +1,104 @@
+"""Typed sweep definitions: a base experiment, fixed overrides, a search space over any config key.
+
+```yaml
+base: default.yaml            # experiment config, relative to this file
+set: {train.epochs: 1}        # applied to every trial
+space:                        # one entry per dotted config key
+  align.lam: {grid: [0.0, 0.1]}
+  lora.rank: {choice: [4, 8]}
+  merge.alpha: {uniform: [0.5, 1.5]}
+  train.lr: {loguniform: [1.0e-3, 1.0e-1]}
+```
+Every value a trial can take is checked against the experiment schema before anything starts.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imlca.config import ExperimentConfig, from_dict, merge_trees, read_yaml
+from imlca.errors import ConfigError
+
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+SCHEDULERS = ("none", "asha")
+
+
+@dataclass
+class SchedulerConfig:
+    type: str = "none"  # asha: stop weak trials early on the per-task metric
+    grace_period: int = 2  # tasks before a trial can be stopped
+    reduction_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.type not in SCHEDULERS:
+            raise ConfigError("type", f"unknown value '{self.type}'; use one of {', '.join(SCHEDULERS)}")
+        if self.grace_period < 1:
+            raise ConfigError("grace_period", f"must be >= 1 (got {self.grace_period})")
+
+
+@dataclass
+class SweepConfig:
+    base: str = "default.yaml"
+    name: str | None = None  # default: the sweep file's stem
+    set: dict[str, Any] = field(default_factory=dict)
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    num_samples: int = 1  # repeats of the grid; random draws for choice/uniform/loguniform/randint
+    metric: str = "avg_acc"  # running Ā of the run's method, reported after every task
+    mode: str = "max"
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    max_concurrent_trials: int = 2
+    max_failures: int = 2  # retries of a failed trial (from its last task checkpoint)
+    storage_path: str = "ray_results"
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ConfigError("num_samples", f"must be >= 1 (got {self.num_samples})")
+        if self.mode not in ("max", "min"):
+            raise ConfigError("mode", f"unknown value '{self.mode}'; use max or min")
+        if self.max_concurrent_trials < 1:
+            raise ConfigError("max_concurrent_trials", f"must be >= 1 (got {self.max_concurrent_trials})")
+        for key, spec in self.space.items():
+            _check_distribution(key, spec)
+
+
+def _check_distribution(key: str, spec: dict) -> None:
+    if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+        raise ConfigError(f"space.{key}", f"give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. {{grid: [0.1, 0.2]}}")
+    kind, values = next(iter(spec.items()))
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"space.{key}.{kind}", "must be a non-empty list")
+    if kind in ("uniform", "loguniform", "randint") and (len(values) != 2 or values[0] >= values[1]):
+        raise ConfigError(f"space.{key}.{kind}", f"must be [low, high] with low < high (got {values})")
+    if kind == "loguniform" and values[0] <= 0:
+        raise ConfigError(f"space.{key}.{kind}", f"bounds must be > 0 (got {values})")
+
+
+def candidate_values(spec: dict) -> list:
+    """Values to validate: every listed value, or both bounds of a range."""
+    return list(next(iter(spec.values())))
+
+
+@dataclass
+class Sweep:
+    cfg: SweepConfig
+    name: str
+    base_tree: dict  # the base experiment with `set` applied
+
+    def validate(self) -> None:
+        """Build the experiment config for every listed value (grid points combined) so bad input fails now."""
+        keys = list(self.cfg.space)
+        grids = [candidate_values(self.cfg.space[k]) for k in keys]
+        for combo in itertools.islice(itertools.product(*grids), 512):
+            from_dict(ExperimentConfig, merge_trees(self.base_tree, dict(zip(keys, combo))))
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    cfg = from_dict(SweepConfig, read_yaml(path))
+    base_path = (path.parent / cfg.base).resolve()
+    base_tree = merge_trees(read_yaml(base_path), cfg.set)
+    sweep = Sweep(cfg, cfg.name or path.stem, base_tree)
+    sweep.validate()
+    return sweep

@@ -1,0 +1,61 @@
+"""`imlca report`: Ā, last accuracy and forgetting per benchmark × method (mean ± std over seeds) from MLflow."""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from imlca.config import METHODS
+from imlca.reference import METHOD_NAMES, TABLE1
+from imlca.tracking.store import PARENT_TAG, Tracker
+
+METRICS = ("avg_acc", "last_acc", "forgetting")
+
+
+def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+    """(benchmark, method) → seed → metrics of the newest finished run; every method a run scored counts."""
+    query = "attributes.status = 'FINISHED'"
+    if parent:
+        query += f" and tags.`{PARENT_TAG}` = '{parent}'"
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=query, order_by=["start_time ASC"],
+                                      max_results=50000)
+    table: dict = defaultdict(dict)
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        if tags.get("imlca.kind") not in ("run", "trial"):
+            continue
+        for method in METHODS:
+            if f"{method}/avg_acc" in metrics:
+                table[(tags["benchmark"], method)][int(tags["seed"])] = {
+                    m: metrics[f"{method}/{m}"] for m in METRICS if f"{method}/{m}" in metrics}
+    return dict(table)
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):6.2f} ± {std:4.2f}"
+
+
+def format_table(table: dict) -> list[str]:
+    lines = [f"{'benchmark':15s} {'method':7s} {'seeds':>5s}  {'Ā':>13s}  {'last':>13s}  {'forgetting':>13s}"]
+    for (benchmark, method), seeds in sorted(table.items()):
+        cells = [mean_std([s[m] for s in seeds.values() if m in s]) for m in METRICS]
+        lines.append(f"{benchmark:15s} {METHOD_NAMES[method]:7s} {len(seeds):5d}  " + "  ".join(cells))
+    return lines
+
+
+def format_paper(table: dict) -> list[str]:
+    """Table-1 shape: Ā per benchmark and method, ours (mean ± std over seeds) beside the paper's."""
+    lines = [f"{'benchmark':15s} " + "  ".join(f"{METHOD_NAMES[m] + ' ours':>15s} {'paper':>6s} {'diff':>6s}"
+                                               for m in METHODS)]
+    for benchmark, paper in TABLE1.items():
+        cells = []
+        for method in METHODS:
+            seeds = table.get((benchmark, method), {})
+            values = [s["avg_acc"] for s in seeds.values()]
+            if values:
+                diff = statistics.fmean(values) - paper[method]
+                cells.append(f"{mean_std(values):>15s} {paper[method]:6.2f} {diff:+6.2f}")
+            else:
+                cells.append(f"{'-':>15s} {paper[method]:6.2f} {'':>6s}")
+        lines.append(f"{benchmark:15s} " + "  ".join(cells))
+    return lines

@@ -1,0 +1,103 @@
+"""MLflow through its client, from the driver only: a parent run per sweep, a nested run per trial.
+
+Tracking URI: $MLFLOW_TRACKING_URI (MLflow's own convention) wins, else the config's, else sqlite:///mlflow.db.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from imlca.errors import TrackingError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_TAG, TRIAL_TAG = "mlflow.parentRunId", "imlca.trial_id"
+
+
+def resolve_uri(config_uri: str | None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail before any training when an MLflow server does not answer its /health endpoint."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+            if reply.status == 200:
+                return
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"MLflow server {uri} is unreachable ({reason}); start it (mlflow server --host "
+                            "127.0.0.1) or point MLFLOW_TRACKING_URI / tracking.uri at a running one") from None
+    raise TrackingError(f"MLflow server {uri} answered /health with an error; check the server's log")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def numeric_metrics(report: dict) -> dict[str, float]:
+    """MLflow metrics: the finite numbers of a task report (NaN marks 'not aligned at task 0')."""
+    return {k: float(v) for k, v in report.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+
+    def start_run(self, name: str, params: dict, tags: dict, parent_id: str | None = None) -> str:
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent_id:
+            tags[PARENT_TAG] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, step) for k, v in numeric_metrics(metrics).items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def find_trial_run(self, parent_id: str, trial_id: str) -> str | None:
+        """The run already made for a trial of this sweep (a restored sweep reuses it: no duplicates)."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=(
+            f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
+        return runs[0].info.run_id if runs else None
+
+    def child_runs(self, parent_id: str) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")

@@ -1,0 +1,393 @@
+"""Cluster configs (DESIGN §8): the launcher YAMLs against Ray's own schema and loader, the KubeRay manifests
+against the CRDs' openAPIV3Schema, and the properties that matter: GPU workers scale from 0, the head has no
+GPU, the dashboard stays on loopback, token authentication stays on. The slow tests run the shipped MLflow
+start script and Ray's fake_multinode autoscaler (DESIGN §9) on this machine."""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+CRDS = Path(__file__).parent / "data" / "kuberay-crds"  # copies of the KubeRay CRDs, so a fresh clone has them
+LAUNCHERS = ["aws.yaml", "gcp.yaml"]
+KUBERAY = {"raycluster.yaml": "ray.io_rayclusters.yaml", "rayjob.yaml": "ray.io_rayjobs.yaml"}
+
+# Accelerators each provider's node_config asks for; AWS counts come from the EC2 instance-type sheet.
+AWS_GPUS = {"g5.xlarge": 1, "p4d.24xlarge": 8}
+ACCELERATORS = {
+    "aws": lambda nc: AWS_GPUS.get(nc["InstanceType"], 0),
+    "gcp": lambda nc: sum(a["acceleratorCount"] for a in nc.get("guestAccelerators", [])),
+}
+SPOT = {
+    "aws": lambda nc: nc.get("InstanceMarketOptions", {}).get("MarketType") == "spot",
+    "gcp": lambda nc: nc.get("scheduling", {}).get("preemptible") is True,
+}
+# Ray passes node_config to EC2 RunInstances / GCE instances.insert unchecked: a typo here would fail at launch.
+NODE_CONFIG_KEYS = {
+    "aws": {"InstanceType", "ImageId", "BlockDeviceMappings", "InstanceMarketOptions"},
+    "gcp": {"machineType", "disks", "guestAccelerators", "scheduling", "metadata"},
+}
+
+
+def load(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=yaml.CSafeLoader)
+
+
+def launcher(name: str) -> dict:
+    return load(CLUSTER / name)
+
+
+def launcher_errors(config: dict) -> list[str]:
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    return [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(config)]
+
+
+def ray_loader(config: dict) -> dict:
+    """What `ray up` does before it needs cloud credentials: fill defaults, then validate."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+def strict(schema):
+    """Kubernetes (kubectl's default strict field validation) rejects unknown fields; jsonschema only does
+    that where additionalProperties is false, so add it to every object schema that lists its properties."""
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        closed = "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields")
+        if closed and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [strict(v) for v in schema]
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
+def crd_validator(crd_file: str, version: str) -> jsonschema.Draft7Validator:
+    crd = load(CRDS / crd_file)
+    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return jsonschema.Draft7Validator(strict(entry["schema"]["openAPIV3Schema"]))
+
+
+def manifest_errors(manifest: dict, crd_file: str) -> list[str]:
+    version = manifest["apiVersion"].split("/")[1]
+    return [e.message for e in crd_validator(crd_file, version).iter_errors(manifest)]
+
+
+def auth_modes(node) -> list[str]:
+    """Every value RAY_AUTH_MODE (or KubeRay's authOptions.mode) is given anywhere inside a parsed YAML."""
+    if isinstance(node, str):
+        return re.findall(r"RAY_AUTH_MODE=(\w+)", node)
+    if isinstance(node, list):
+        return [m for v in node for m in auth_modes(v)]
+    if isinstance(node, dict):
+        own = [node["value"]] if node.get("name") == "RAY_AUTH_MODE" else []
+        own += [node["authOptions"]["mode"]] if "authOptions" in node else []
+        return own + [m for k, v in node.items() for m in auth_modes(k) + auth_modes(v)]
+    return []
+
+
+# ---------------------------------------------------------------------------------------- launcher configs
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_passes_ray_schema_and_loader(name):
+    config = launcher(name)
+    assert launcher_errors(config) == []
+    prepared = ray_loader(config)
+    # The loader ran: it caps the head type at 0 workers and prepends the common setup commands.
+    assert prepared["available_node_types"]["head"]["max_workers"] == 0
+    assert prepared["head_setup_commands"][0] == "pip install --quiet -e /home/ray/imlca"
+
+
+@pytest.mark.parametrize("break_it, named", [
+    (lambda c: c.update(idle_timeout_minute=5), "idle_timeout_minute"),  # misspelled top-level key
+    (lambda c: c["available_node_types"]["head"].update(min_worker=0), "min_worker"),  # misspelled node key
+    (lambda c: c.update(max_workers="ten"), "'ten'"),
+    (lambda c: c["available_node_types"]["head"]["resources"].update(GPU=-1), "-1"),
+])
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_broken_launcher_config_fails_validation(name, break_it, named):
+    config = launcher(name)
+    break_it(config)
+    assert any(named in message for message in launcher_errors(config))
+    with pytest.raises(jsonschema.ValidationError):
+        ray_loader(config)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_gpu_workers_scale_from_zero_and_head_has_none(name):
+    config = launcher(name)
+    count = ACCELERATORS[config["provider"]["type"]]
+    types = config["available_node_types"]
+    head = types.pop(config["head_node_type"])
+    assert head["resources"]["GPU"] == 0 and count(head["node_config"]) == 0
+    for worker in types.values():
+        assert worker["min_workers"] == 0
+        assert worker["resources"]["GPU"] == count(worker["node_config"]) >= 1  # advertised = attached
+    assert sum(w["max_workers"] for w in types.values()) >= 2
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_spot_worker_type_is_offered(name):
+    config = launcher(name)
+    is_spot = SPOT[config["provider"]["type"]]
+    spot = [t for t in config["available_node_types"].values() if is_spot(t["node_config"])]
+    assert len(spot) == 1 and spot[0]["min_workers"] == 0 and spot[0]["resources"]["GPU"] >= 1
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_node_configs_use_known_provider_keys(name):
+    config = launcher(name)
+    known = NODE_CONFIG_KEYS[config["provider"]["type"]]
+    for node_type in config["available_node_types"].values():
+        assert set(node_type["node_config"]) <= known
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_dashboard_on_loopback_and_token_auth_on(name):
+    config = launcher(name)
+    text = (CLUSTER / name).read_text()
+    assert re.findall(r"--dashboard-host[= ](\S+)", text) == ["127.0.0.1"]
+    assert "--env=RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    assert auth_modes(config) == ["token"]
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_commands_name_files_that_exist(name):
+    config = launcher(name)
+    assert config["file_mounts"]["/home/ray/imlca"] == "."
+    paths = re.findall(r"/home/ray/imlca/(\S+)", " ".join(config["head_start_ray_commands"]))
+    assert paths == ["cluster/start_mlflow.sh"] and (ROOT / paths[0]).is_file()
+
+
+def test_images_run_the_installed_ray_on_python_311():
+    # The laptop's `ray up` / `ray job submit` and the cluster must speak the same Ray version.
+    images = [launcher(n)["docker"][k] for n in LAUNCHERS for k in ("head_image", "worker_image")]
+    images += re.findall(r"^FROM (\S+)", (CLUSTER / "Dockerfile").read_text(), re.M)
+    assert len(images) == 5
+    for image in images:
+        assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311-(cpu|gpu)", image)
+    assert launcher("aws.yaml")["docker"]["worker_image"].endswith("-gpu")
+    for name in KUBERAY:
+        spec = load(CLUSTER / "kuberay" / name)["spec"]
+        assert spec.get("rayClusterSpec", spec)["rayVersion"] == ray.__version__
+
+
+def test_no_config_switches_token_auth_off():
+    files = [p for p in CLUSTER.rglob("*") if p.is_file()]
+    assert {"aws.yaml", "gcp.yaml", "raycluster.yaml", "rayjob.yaml", "Dockerfile"} <= {p.name for p in files}
+    for path in files:
+        assert "RAY_AUTH_MODE=disabled" not in path.read_text(), path
+    for path in CLUSTER.rglob("*.yaml"):
+        assert set(auth_modes(list(yaml.safe_load_all(path.read_text())))) <= {"token"}, path
+
+
+# ------------------------------------------------------------------------------------------------ KubeRay
+def kuberay(name: str) -> dict:
+    return load(CLUSTER / "kuberay" / name)
+
+
+def cluster_spec(name: str) -> dict:
+    spec = kuberay(name)["spec"]
+    return spec.get("rayClusterSpec", spec)
+
+
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_kuberay_manifest_passes_crd_schema(name):
+    assert manifest_errors(kuberay(name), KUBERAY[name]) == []
+
+
+@pytest.mark.parametrize("break_it, named", [
+    (lambda s: s.update(enableInTreeAutoScaling=True), "enableInTreeAutoScaling"),  # misspelled
+    (lambda s: s["workerGroupSpecs"][0].update(minReplica=0), "minReplica"),  # misspelled
+    (lambda s: s["workerGroupSpecs"][0].pop("groupName"), "groupName"),  # required
+    (lambda s: s["workerGroupSpecs"][0].update(maxReplicas="8"), "'8'"),  # not an integer
+    (lambda s: s["authOptions"].update(mode="none"), "'none'"),  # not in the enum
+])
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_broken_kuberay_manifest_fails_crd_schema(name, break_it, named):
+    manifest = kuberay(name)
+    break_it(manifest["spec"].get("rayClusterSpec", manifest["spec"]))
+    assert any(named in message for message in manifest_errors(manifest, KUBERAY[name]))
+
+
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_kuberay_autoscales_gpu_workers_from_zero(name):
+    spec = cluster_spec(name)
+    assert spec["enableInTreeAutoscaling"] is True and spec["authOptions"]["mode"] == "token"
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    for container in head["template"]["spec"]["containers"]:
+        assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    (group,) = spec["workerGroupSpecs"]
+    assert (group["replicas"], group["minReplicas"]) == (0, 0) and group["maxReplicas"] >= 2
+    (worker,) = group["template"]["spec"]["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_rayjob_runs_the_paper_sweep_on_the_same_cluster():
+    spec = kuberay("rayjob.yaml")["spec"]
+    assert spec["entrypoint"] == "python -m imlca sweep sweeps/paper/table1.yaml"
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["rayClusterSpec"] == kuberay("raycluster.yaml")["spec"]
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert (ROOT / spec["entrypoint"].split()[-1]).is_file()  # relative to the head's workingDir
+    assert head["workingDir"] == "/home/ray/imlca"
+
+
+def test_head_tracks_to_the_mlflow_service():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text())}
+    assert set(docs) == {"PersistentVolumeClaim", "Deployment", "Service"}
+    service = docs["Service"]
+    assert service["spec"]["type"] == "ClusterIP"  # reached through kubectl port-forward, never exposed
+    head = cluster_spec("raycluster.yaml")["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in head["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (allowed,) = [a for a in server["command"] if a.startswith("--allowed-hosts=")]
+    assert "imlca-mlflow:5000" in allowed.split("=")[1].split(",")  # MLflow refuses unknown Host headers
+
+
+def test_crd_copies_match_the_shared_originals():
+    shared = ROOT.parent / "shared" / "kuberay-crds"
+    if not shared.is_dir():
+        pytest.skip("no ../shared beside this clone (CI has it)")
+    for crd in KUBERAY.values():
+        assert (CRDS / crd).read_bytes() == (shared / crd).read_bytes()
+
+
+# ------------------------------------------------------------------------------- slow: real processes here
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def end_session(sid: int) -> None:
+    """Stops every process of the session this test started (its leader's pid is the session id): Ray's
+    workers leave the leader's process group but not its session. Nothing else on the machine is touched."""
+    def members() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and os.getsid(int(entry.name)) == sid:
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+        return found
+
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        for pid in members():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert members() == [], "processes of the test session survived SIGKILL"
+
+
+@pytest.mark.slow
+def test_start_mlflow_script_serves_and_is_idempotent(tmp_path):
+    port = free_port()
+    env = {**os.environ, "IMLCA_MLFLOW_STORE": str(tmp_path), "IMLCA_MLFLOW_PORT": str(port),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = ["bash", str(CLUSTER / "start_mlflow.sh"), str(tmp_path / "artifacts")]
+    first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
+    pid = int((tmp_path / "mlflow.pid").read_text())
+    try:
+        assert first.returncode == 0, first.stderr + (tmp_path / "mlflow.log").read_text()
+        assert first.stdout.strip() == f"mlflow server up on :{port} (log {tmp_path / 'mlflow.log'})"
+        second = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+        assert second.stdout.strip() == f"mlflow server already running (pid {pid})"
+        assert (tmp_path / "mlflow.db").is_file()
+    finally:
+        end_session(pid)  # `setsid` made the server its own session leader
+
+
+def fake_cluster_config(gcs_port: int) -> dict:
+    """A head without GPUs and one GPU worker type from 0 to 2 nodes, on Ray's fake_multinode provider."""
+    return {
+        "cluster_name": "imlca-fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 1,
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}", "launch_multiple": True},
+        "auth": {}, "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 1, "GPU": 0}, "node_config": {}, "max_workers": 0},
+            "gpu": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
+        },
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }
+
+
+# Runs in its own process so that this pytest process never connects to the test cluster.
+DRIVER = """
+import json, sys, time, ray
+for _ in range(60):
+    try:
+        ray.init(address=sys.argv[1], logging_level="ERROR")
+        break
+    except Exception:
+        time.sleep(1)
+head = ray.get_runtime_context().get_node_id()
+
+@ray.remote(num_gpus=1, num_cpus=0)
+def where():
+    time.sleep(2)  # both tasks hold their GPU at once, so they need two nodes
+    return ray.get_runtime_context().get_node_id()
+
+nodes = ray.get([where.remote(), where.remote()], timeout=90)
+gpus = sum(n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"])
+print(json.dumps({"head": head, "task_nodes": nodes, "gpus": gpus}))
+"""
+
+
+@pytest.mark.slow
+def test_fake_cluster_adds_a_gpu_worker_per_waiting_task():
+    port, dashboard, agent, client = (free_port() for _ in range(4))
+    temp_dir = Path(tempfile.mkdtemp(prefix="imlca-ray-", dir="/tmp"))  # short: Ray's socket paths are capped
+    (temp_dir / "auth_token").write_text(uuid.uuid4().hex)
+    (temp_dir / "autoscaling.yaml").write_text(yaml.safe_dump(fake_cluster_config(port)))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN_PATH=str(temp_dir / "auth_token"))
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
+         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--num-cpus=1", "--num-gpus=0",
+         f"--autoscaling-config={temp_dir / 'autoscaling.yaml'}"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = subprocess.run([sys.executable, "-c", DRIVER, f"127.0.0.1:{port}"], env=env,
+                             capture_output=True, text=True, timeout=150)
+        assert run.returncode == 0, run.stderr[-3000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        # Two tasks of one GPU each, a head with none: the autoscaler must have added two GPU nodes.
+        assert len(set(result["task_nodes"])) == 2 and result["head"] not in result["task_nodes"]
+        assert result["gpus"] == 2
+    finally:
+        end_session(head.pid)
+        head.wait(timeout=10)
+        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)

@@ -1,0 +1,86 @@
+"""End to end on tiny data: the whole protocol, its determinism, checkpoints and exact resume."""
+import json
+
+import pytest
+import torch
+
+from imlca.config import load_config
+from imlca.core.metrics import average_incremental_accuracy, forgetting, last_accuracy
+from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint
+from imlca.engine.protocol import run_protocol
+from imlca.errors import CheckpointError
+
+from conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """One uninterrupted tiny run (3 tasks × 2 classes), shared by the tests below."""
+    return run_protocol(load_config(None, tiny_overrides()))
+
+
+def test_protocol_numbers(reference):
+    acc = reference.acc
+    assert reference.methods == ["im_lca", "im", "im_ca"]
+    for method, rows in acc.items():
+        assert [len(r) for r in rows] == [1, 2, 3]
+        assert all(0 <= v <= 100 and (v * 40) % 1 == 0 for r in rows for v in r)  # 40 test images per task
+        s = reference.summary[method]
+        assert s["avg_acc"] == pytest.approx(average_incremental_accuracy(rows))
+        assert s["last_acc"] == pytest.approx(sum(rows[2]) / 3)
+        assert s["forgetting"] == pytest.approx(forgetting(rows))
+    # same trained head at task 0 for every method: alignment only starts at task 1
+    assert acc["im"][0] == acc["im_ca"][0] == acc["im_lca"][0]
+    assert acc["im"][0][0] >= 70  # the first task is learnt (chance is 50)
+    # aligning every head on the merged backbone beats keeping the stale heads (IM)
+    assert reference.summary["im_lca"]["avg_acc"] > reference.summary["im"]["avg_acc"] + 5
+    assert reference.summary["im_ca"]["last_acc"] > reference.summary["im"]["last_acc"]
+    last = reference.reports[-1]
+    assert last["avg_acc"] == reference.summary["im_lca"]["avg_acc"]
+    assert last["im/acc_2"] == acc["im"][2][2]
+
+
+def test_same_seed_same_numbers_other_seed_other_order(reference):
+    again = run_protocol(load_config(None, tiny_overrides()))
+    assert again.acc == reference.acc
+    for key, value in reference.merged.items():
+        assert torch.equal(value, again.merged[key])
+
+
+@pytest.mark.parametrize("stop_after", [0, 1])
+def test_resume_after_each_task_is_bit_identical(reference, tmp_path, stop_after):
+    cfg = load_config(None, tiny_overrides())
+
+    class Killed(Exception):
+        pass
+
+    def die(report):
+        if report["task"] == stop_after:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_protocol(cfg, on_task=die, checkpoint_dir=tmp_path)
+    assert latest_checkpoint(tmp_path).name == f"task-{stop_after:03d}"
+    resumed = run_protocol(cfg, checkpoint_dir=tmp_path)
+    assert resumed.acc == reference.acc
+    assert [r["avg_acc"] for r in resumed.reports] == [r["avg_acc"] for r in reference.reports]
+    for key, value in reference.merged.items():
+        assert torch.equal(value, resumed.merged[key]), key
+    for method, heads in reference.heads.items():
+        assert all(torch.equal(a, b) for a, b in zip(heads, resumed.heads[method]))
+
+
+def test_checkpoint_corruption_and_mismatch_are_refused(tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"data.task_sizes": "[2, 4]"}))
+    run_protocol(cfg, checkpoint_dir=tmp_path)
+    folder = latest_checkpoint(tmp_path)
+    tensors, meta = load_checkpoint(folder)
+    assert meta["tasks_merged"] == 2 and json.loads((folder / "meta.json").read_text())["task"] == 1
+    other = load_config(None, tiny_overrides(**{"data.task_sizes": "[2, 4]", "align.lam": 0.5}))
+    with pytest.raises(CheckpointError, match="different experiment config"):
+        run_protocol(other, checkpoint_dir=tmp_path)
+    data = bytearray((folder / "state.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "state.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        run_protocol(cfg, checkpoint_dir=tmp_path)

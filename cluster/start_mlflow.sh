@@ -11,7 +11,8 @@ PORT="${IMLCA_MLFLOW_PORT:-5000}"
 PIDFILE="$STORE/mlflow.pid"
 LOG="$STORE/mlflow.log"
 
-if [[ -f "$PIDFILE" ]] && ps -p "$(cat "$PIDFILE")" -o args= | grep -q "mlflow server"; then
+cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true; }
+if [[ -f "$PIDFILE" && "$(cmdline "$(cat "$PIDFILE")")" == *"mlflow server"* ]]; then
   echo "mlflow server already running (pid $(cat "$PIDFILE"))"
   exit 0
 fi

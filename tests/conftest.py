@@ -27,3 +27,14 @@ def tiny_cfg():
     from imlca.config import load_config
 
     return load_config(None, tiny_overrides())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small local Ray cluster shared by every Ray test of the session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

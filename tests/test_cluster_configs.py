@@ -1,7 +1,7 @@
 """Cluster configs (DESIGN §8): the launcher YAMLs against Ray's own schema and loader, the KubeRay manifests
 against the CRDs' openAPIV3Schema, and the properties that matter: GPU workers scale from 0, the head has no
-GPU, the dashboard stays on loopback, token authentication stays on. The slow tests run the shipped MLflow
-start script and Ray's fake_multinode autoscaler (DESIGN §9) on this machine."""
+GPU, the dashboard stays on loopback, token authentication stays on. The slow test runs Ray's fake_multinode
+autoscaler (DESIGN §9) on this machine with cluster/fake-multinode.yaml."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,8 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 import ray
 import yaml
+
+from servers import clean_env, free_port, log_tail, start  # the end-to-end tests' process helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -47,7 +49,7 @@ NODE_CONFIG_KEYS = {
 
 
 def load(path: Path) -> dict:
-    return yaml.load(path.read_text(), Loader=yaml.CSafeLoader)
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C: 6x faster
 
 
 def launcher(name: str) -> dict:
@@ -57,6 +59,15 @@ def launcher(name: str) -> dict:
 def launcher_errors(config: dict) -> list[str]:
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     return [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(config)]
+
+
+def kuberay(name: str) -> dict:
+    return load(CLUSTER / "kuberay" / name)
+
+
+def cluster_spec(name: str) -> dict:
+    spec = kuberay(name)["spec"]
+    return spec.get("rayClusterSpec", spec)
 
 
 def ray_loader(config: dict) -> dict:
@@ -107,6 +118,10 @@ def auth_modes(node) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- launcher configs
+def test_fake_multinode_config_passes_ray_schema():
+    assert launcher_errors(launcher("fake-multinode.yaml")) == []
+
+
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_launcher_passes_ray_schema_and_loader(name):
     config = launcher(name)
@@ -115,6 +130,8 @@ def test_launcher_passes_ray_schema_and_loader(name):
     # The loader ran: it caps the head type at 0 workers and prepends the common setup commands.
     assert prepared["available_node_types"]["head"]["max_workers"] == 0
     assert prepared["head_setup_commands"][0] == "pip install --quiet -e /home/ray/imlca"
+    known = NODE_CONFIG_KEYS[config["provider"]["type"]]  # the one part Ray's schema leaves open
+    assert all(set(t["node_config"]) <= known for t in config["available_node_types"].values())
 
 
 @pytest.mark.parametrize("break_it, named", [
@@ -142,7 +159,7 @@ def test_gpu_workers_scale_from_zero_and_head_has_none(name):
     for worker in types.values():
         assert worker["min_workers"] == 0
         assert worker["resources"]["GPU"] == count(worker["node_config"]) >= 1  # advertised = attached
-    assert sum(w["max_workers"] for w in types.values()) >= 2
+    assert sum(w["max_workers"] for w in types.values()) >= 2 and config["idle_timeout_minutes"] > 0
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -151,14 +168,6 @@ def test_spot_worker_type_is_offered(name):
     is_spot = SPOT[config["provider"]["type"]]
     spot = [t for t in config["available_node_types"].values() if is_spot(t["node_config"])]
     assert len(spot) == 1 and spot[0]["min_workers"] == 0 and spot[0]["resources"]["GPU"] >= 1
-
-
-@pytest.mark.parametrize("name", LAUNCHERS)
-def test_node_configs_use_known_provider_keys(name):
-    config = launcher(name)
-    known = NODE_CONFIG_KEYS[config["provider"]["type"]]
-    for node_type in config["available_node_types"].values():
-        assert set(node_type["node_config"]) <= known
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -187,9 +196,15 @@ def test_images_run_the_installed_ray_on_python_311():
     for image in images:
         assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311-(cpu|gpu)", image)
     assert launcher("aws.yaml")["docker"]["worker_image"].endswith("-gpu")
-    for name in KUBERAY:
-        spec = load(CLUSTER / "kuberay" / name)["spec"]
-        assert spec.get("rayClusterSpec", spec)["rayVersion"] == ray.__version__
+    assert {cluster_spec(name)["rayVersion"] for name in KUBERAY} == {ray.__version__}
+
+
+def test_dockerfile_copies_files_that_exist():
+    # The image cannot be built here (no Docker engine); its inputs can at least be checked.
+    copies = re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", (CLUSTER / "Dockerfile").read_text(), re.M)
+    sources = [src for line in copies for src in line.split()]
+    assert sources == ["pyproject.toml", "README.md", "platform", "sweeps", "cluster"]
+    assert [src for src in sources if not (ROOT / src).exists()] == []
 
 
 def test_no_config_switches_token_auth_off():
@@ -202,15 +217,6 @@ def test_no_config_switches_token_auth_off():
 
 
 # ------------------------------------------------------------------------------------------------ KubeRay
-def kuberay(name: str) -> dict:
-    return load(CLUSTER / "kuberay" / name)
-
-
-def cluster_spec(name: str) -> dict:
-    spec = kuberay(name)["spec"]
-    return spec.get("rayClusterSpec", spec)
-
-
 @pytest.mark.parametrize("name", sorted(KUBERAY))
 def test_kuberay_manifest_passes_crd_schema(name):
     assert manifest_errors(kuberay(name), KUBERAY[name]) == []
@@ -226,7 +232,7 @@ def test_kuberay_manifest_passes_crd_schema(name):
 @pytest.mark.parametrize("name", sorted(KUBERAY))
 def test_broken_kuberay_manifest_fails_crd_schema(name, break_it, named):
     manifest = kuberay(name)
-    break_it(manifest["spec"].get("rayClusterSpec", manifest["spec"]))
+    break_it(manifest["spec"].get("rayClusterSpec", manifest["spec"]))  # the RayCluster spec in both
     assert any(named in message for message in manifest_errors(manifest, KUBERAY[name]))
 
 
@@ -275,13 +281,7 @@ def test_crd_copies_match_the_shared_originals():
         assert (CRDS / crd).read_bytes() == (shared / crd).read_bytes()
 
 
-# ------------------------------------------------------------------------------- slow: real processes here
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+# --------------------------------------------------------------------------- real processes on this machine
 def end_session(sid: int) -> None:
     """Stops every process of the session this test started (its leader's pid is the session id): Ray's
     workers leave the leader's process group but not its session. Nothing else on the machine is touched."""
@@ -289,9 +289,10 @@ def end_session(sid: int) -> None:
         found = []
         for entry in Path("/proc").iterdir():
             try:
-                if entry.name.isdigit() and os.getsid(int(entry.name)) == sid:
+                zombie = entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                if entry.name.isdigit() and not zombie and os.getsid(int(entry.name)) == sid:
                     found.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
                 pass
         return found
 
@@ -307,38 +308,21 @@ def end_session(sid: int) -> None:
     assert members() == [], "processes of the test session survived SIGKILL"
 
 
-@pytest.mark.slow
-def test_start_mlflow_script_serves_and_is_idempotent(tmp_path):
-    port = free_port()
-    env = {**os.environ, "IMLCA_MLFLOW_STORE": str(tmp_path), "IMLCA_MLFLOW_PORT": str(port),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    script = ["bash", str(CLUSTER / "start_mlflow.sh"), str(tmp_path / "artifacts")]
-    first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
-    pid = int((tmp_path / "mlflow.pid").read_text())
+def test_start_mlflow_keeps_a_running_server(tmp_path):
+    # A process whose command line reads "mlflow server" stands in for one started earlier (a real server
+    # takes ~20 s to boot here): re-running `ray up` must leave it alone.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mlflow", "server"])
+    script = ["bash", str(CLUSTER / "start_mlflow.sh")]
+    env = {**os.environ, "IMLCA_MLFLOW_STORE": str(tmp_path)}
     try:
-        assert first.returncode == 0, first.stderr + (tmp_path / "mlflow.log").read_text()
-        assert first.stdout.strip() == f"mlflow server up on :{port} (log {tmp_path / 'mlflow.log'})"
-        second = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
-        assert second.stdout.strip() == f"mlflow server already running (pid {pid})"
-        assert (tmp_path / "mlflow.db").is_file()
+        (tmp_path / "mlflow.pid").write_text(str(stand_in.pid))
+        again = subprocess.run(script + [str(tmp_path)], env=env, capture_output=True, text=True, timeout=30)
+        assert (again.returncode, again.stdout) == (0, f"mlflow server already running (pid {stand_in.pid})\n")
+        bare = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+        assert bare.returncode != 0 and "usage: start_mlflow.sh ARTIFACTS_DESTINATION" in bare.stderr
     finally:
-        end_session(pid)  # `setsid` made the server its own session leader
-
-
-def fake_cluster_config(gcs_port: int) -> dict:
-    """A head without GPUs and one GPU worker type from 0 to 2 nodes, on Ray's fake_multinode provider."""
-    return {
-        "cluster_name": "imlca-fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 1,
-        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}", "launch_multiple": True},
-        "auth": {}, "head_node_type": "ray.head.default",
-        "available_node_types": {
-            "ray.head.default": {"resources": {"CPU": 1, "GPU": 0}, "node_config": {}, "max_workers": 0},
-            "gpu": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
-        },
-        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
-        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
-        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
-    }
+        stand_in.kill()
+        stand_in.wait()
 
 
 # Runs in its own process so that this pytest process never connects to the test cluster.
@@ -346,48 +330,65 @@ DRIVER = """
 import json, sys, time, ray
 for _ in range(60):
     try:
-        ray.init(address=sys.argv[1], logging_level="ERROR")
+        ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
         break
     except Exception:
         time.sleep(1)
 head = ray.get_runtime_context().get_node_id()
 
+@ray.remote(num_cpus=0)
+class Barrier:
+    def __init__(self):
+        self.arrived = 0
+
+    def arrive(self):
+        self.arrived += 1
+
+    def count(self):
+        return self.arrived
+
 @ray.remote(num_gpus=1, num_cpus=0)
-def where():
-    time.sleep(2)  # both tasks hold their GPU at once, so they need two nodes
+def where(barrier):
+    ray.get(barrier.arrive.remote())
+    while ray.get(barrier.count.remote()) < 2:  # hold the GPU until the other task holds one too
+        time.sleep(0.2)
     return ray.get_runtime_context().get_node_id()
 
-nodes = ray.get([where.remote(), where.remote()], timeout=90)
+barrier = Barrier.remote()
+nodes = ray.get([where.remote(barrier), where.remote(barrier)], timeout=90)
 gpus = sum(n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"])
-print(json.dumps({"head": head, "task_nodes": nodes, "gpus": gpus}))
+print("RESULT " + json.dumps({"head": head, "task_nodes": nodes, "gpus": gpus}))
 """
 
 
 @pytest.mark.slow
-def test_fake_cluster_adds_a_gpu_worker_per_waiting_task():
+def test_fake_cluster_adds_a_gpu_worker_per_waiting_task(tmp_path):
     port, dashboard, agent, client = (free_port() for _ in range(4))
     temp_dir = Path(tempfile.mkdtemp(prefix="imlca-ray-", dir="/tmp"))  # short: Ray's socket paths are capped
-    (temp_dir / "auth_token").write_text(uuid.uuid4().hex)
-    (temp_dir / "autoscaling.yaml").write_text(yaml.safe_dump(fake_cluster_config(port)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="token",
-               RAY_AUTH_TOKEN_PATH=str(temp_dir / "auth_token"))
-    ray_cli = Path(sys.executable).parent / "ray"
-    head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
-         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--num-cpus=1", "--num-gpus=0",
-         f"--autoscaling-config={temp_dir / 'autoscaling.yaml'}"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "auth_token").write_text(uuid.uuid4().hex)
+    config = launcher("fake-multinode.yaml")
+    config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
+    (tmp_path / "autoscaling.yaml").write_text(yaml.safe_dump(config))
+    env = clean_env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="token",
+                    RAY_AUTH_TOKEN_PATH=str(tmp_path / "auth_token"))
+    head = start(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}",
+         "--num-cpus=1", "--num-gpus=0", f"--autoscaling-config={tmp_path / 'autoscaling.yaml'}"],
+        env, tmp_path / "head.log")
     try:
         run = subprocess.run([sys.executable, "-c", DRIVER, f"127.0.0.1:{port}"], env=env,
                              capture_output=True, text=True, timeout=150)
-        assert run.returncode == 0, run.stderr[-3000:]
-        result = json.loads(run.stdout.strip().splitlines()[-1])
-        # Two tasks of one GPU each, a head with none: the autoscaler must have added two GPU nodes.
+        assert run.returncode == 0, run.stderr[-2000:] + log_tail(tmp_path / "head.log")
+        (line,) = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+        result = json.loads(line.removeprefix("RESULT "))
+        # Two tasks of one GPU each, a head with none: the autoscaler added two GPU workers from zero.
         assert len(set(result["task_nodes"])) == 2 and result["head"] not in result["task_nodes"]
         assert result["gpus"] == 2
     finally:
-        end_session(head.pid)
-        head.wait(timeout=10)
-        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+        try:
+            end_session(head.pid)
+        finally:
+            head.poll()  # reap the `ray start` child
+            shutil.rmtree(temp_dir, ignore_errors=True)

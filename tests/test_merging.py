@@ -67,18 +67,33 @@ def _ties_by_definition(prev, curr):
     return (stacked * agree).sum(0) / agree.sum(0).clamp(min=1)
 
 
+# 270,000 entries: more than one chunk of the merge (2^18 = 262,144), with a remainder
+BIG = (600, 450)
+
+
+def _random_with_zeros(gen):
+    return torch.randn(BIG, generator=gen) * (torch.rand(BIG, generator=gen) > 0.3)
+
+
 def test_ties_matches_its_definition_on_random_values_with_zeros():
     gen = torch.Generator().manual_seed(0)
-    prev = torch.randn(10_000, generator=gen) * (torch.rand(10_000, generator=gen) > 0.3)
-    curr = torch.randn(10_000, generator=gen) * (torch.rand(10_000, generator=gen) > 0.3)
+    prev, curr = _random_with_zeros(gen), _random_with_zeros(gen)
     assert torch.equal(merge({"w": prev}, {"w": curr}, "ties")["w"], _ties_by_definition(prev, curr))
 
 
 def test_max_abs_matches_where_on_random_values():
     gen = torch.Generator().manual_seed(1)
-    prev, curr = torch.randn(10_000, generator=gen), torch.randn(10_000, generator=gen)
+    prev, curr = _random_with_zeros(gen), _random_with_zeros(gen)
     expected = torch.where(curr.abs() > prev.abs(), curr, prev)
     assert torch.equal(merge({"w": prev}, {"w": curr}, "max_abs")["w"], expected)
+
+
+@pytest.mark.parametrize("rule", sorted(EXPECTED))
+def test_non_contiguous_inputs(rule):
+    gen = torch.Generator().manual_seed(3)
+    prev, curr = _random_with_zeros(gen), _random_with_zeros(gen)
+    transposed = merge({"w": prev.T}, {"w": curr.T}, rule)["w"]
+    assert torch.equal(transposed, merge({"w": prev}, {"w": curr}, rule)["w"].T)
 
 
 def test_unknown_rule_lists_the_rules():
@@ -173,3 +188,17 @@ def test_lora_delta_equals_peft_get_delta_weight():
 def test_lora_delta_rejects_unsupported_shapes(a, b, match):
     with pytest.raises(ValueError, match=match):
         lora_delta(a, b, 1.0)
+
+
+@pytest.mark.parametrize("rule", sorted(EXPECTED))
+def test_incremental_merge_equals_the_composed_functions(rule):
+    gen = torch.Generator().manual_seed(2)
+    theta0, merged_prev, theta_t = (
+        {"a": torch.randn(4, 5, generator=gen), "big": _random_with_zeros(gen)} for _ in range(3)
+    )
+    tau = merge(task_vector(merged_prev, theta0), task_vector(theta_t, theta0), rule)
+    expected = apply_task_vector(theta0, tau, 0.7)
+    got = incremental_merge(theta0, merged_prev, theta_t, rule, 0.7)
+    assert torch.equal(got["a"], expected["a"]) and torch.equal(got["big"], expected["big"])
+    with pytest.raises(ValueError, match="key 'b' is in theta_t but not in theta0"):
+        incremental_merge(theta0, merged_prev, {"a": theta_t["a"], "b": torch.zeros(1)}, rule, 1.0)

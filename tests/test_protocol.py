@@ -84,3 +84,30 @@ def test_checkpoint_corruption_and_mismatch_are_refused(tmp_path):
     (folder / "state.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="fails its checksum"):
         run_protocol(cfg, checkpoint_dir=tmp_path)
+
+
+def test_robustness_is_logged_with_the_run(tmp_path):
+    """A CIFAR-100-C-style folder whose 'corrupted' images are the clean test images scores exactly the last
+    accuracy; CIFAR-100-P-style sequences of repeated clean frames flip 0% of the time."""
+    import numpy as np
+
+    from imlca.data.synthetic import TEST_PER_CLASS, make_images
+
+    test = make_images(TEST_PER_CLASS, seed=2)  # the synthetic benchmark's test set
+    clean = test.images.permute(0, 2, 3, 1).numpy()  # [N, 16, 16, 3]
+    c_dir, p_dir = tmp_path / "c", tmp_path / "p"
+    c_dir.mkdir(), p_dir.mkdir()
+    np.save(c_dir / "fog.npy", np.concatenate([clean] * 5))
+    np.save(c_dir / "labels.npy", np.concatenate([test.labels] * 5))
+    np.save(p_dir / "brightness.npy", np.stack([clean, clean, clean], axis=1))
+    cfg = load_config(None, tiny_overrides(**{"data.task_sizes": "[2, 4]", "robustness.corruptions_dir": str(c_dir),
+                                              "robustness.perturbations_dir": str(p_dir)}))
+    result = run_protocol(cfg)
+    last = result.reports[-1]
+    for method in result.methods:
+        # all 6 classes × 20 images: the task accuracies weighted by their 2 and 4 classes
+        overall = sum(r * n for r, n in zip(result.acc[method][-1], (2, 4))) / 6
+        assert last[f"{method}/c_mean"] == pytest.approx(overall, abs=1e-9)
+        assert last[f"{method}/p_flip_rate"] == 0.0
+        assert last[f"{method}/p_frame_acc"] == pytest.approx(last[f"{method}/c_mean"], abs=1e-9)
+    assert "robust" not in str(result.reports[0])

@@ -49,6 +49,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)  # before the heavy imports: bad input fails in a second
     out = _output_dir(args, cfg)
+    from imlca.engine.runner import preflight
+
+    preflight(cfg)
+    if args.resume:
+        from imlca.engine.protocol import check_resumable
+
+        check_resumable(cfg, out / "checkpoints")
     tracked = None
     if args.track:
         from imlca.tracking.runs import TrackedRun

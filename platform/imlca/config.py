@@ -170,6 +170,25 @@ class EvalConfig:
 
 
 @dataclass
+class RobustnessConfig:
+    """Robustness after the last task (DESIGN §2): CIFAR-100-C/-P folders, or corruptions made on the fly."""
+    corruptions_dir: str | None = None  # <corruption>.npy + labels.npy (CIFAR-100-C)
+    perturbations_dir: str | None = None  # <perturbation>.npy sequences (CIFAR-100-P)
+    generate: bool = False  # corrupt the benchmark's own test images with imagecorruptions (19 × severities)
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    limit: int | None = None  # images per severity block / sequences / generated images (None: all)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.severities) and set(self.severities) <= {1, 2, 3, 4, 5}, "severities",
+                 f"must be a non-empty subset of [1, 2, 3, 4, 5] (got {self.severities})")
+        _require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null (got {self.limit})")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.corruptions_dir or self.perturbations_dir or self.generate)
+
+
+@dataclass
 class ResourcesConfig:
     num_cpus: float = 1.0  # per TaskWorker; torch threads follow it
     num_gpus: float = 0.0  # per TaskWorker; fractional shares a GPU between workers
@@ -197,6 +216,7 @@ class ExperimentConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -314,8 +334,29 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def deep_update(base: dict, updates: dict) -> dict:
+    out = dict(base)
+    for key, value in updates.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_tree(path: str | Path, seen: tuple = ()) -> dict:
+    """A config file as a nested dict; `extends: other.yaml` (relative to the file) is read first, then overlaid."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise ConfigFileError(str(path), "'extends' forms a cycle; remove one of the extends keys")
+    tree = read_yaml(path)
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigFileError(str(path), "'extends' must be the path of another YAML config")
+    return deep_update(read_config_tree(path.parent / parent, (*seen, path)), tree)
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
-    tree = read_yaml(path) if path is not None else {}
+    tree = read_config_tree(path) if path is not None else {}
     for text in overrides:
         set_dotted(tree, *parse_override(text))
     return from_dict(ExperimentConfig, tree)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imlca.config import ExperimentConfig, from_dict, merge_trees, read_yaml
+from imlca.config import ExperimentConfig, from_dict, merge_trees, read_config_tree, read_yaml
 from imlca.errors import ConfigError
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -98,7 +98,7 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     cfg = from_dict(SweepConfig, read_yaml(path))
     base_path = (path.parent / cfg.base).resolve()
-    base_tree = merge_trees(read_yaml(base_path), cfg.set)
+    base_tree = merge_trees(read_config_tree(base_path), cfg.set)
     sweep = Sweep(cfg, cfg.name or path.stem, base_tree)
     sweep.validate()
     return sweep

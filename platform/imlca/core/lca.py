@@ -13,24 +13,27 @@ def _nearest_mean(features: Tensor, class_means: Tensor) -> Tensor:
     return torch.cdist(features.detach(), class_means.to(features)).argmin(dim=1)  # [B, C] -> [B]
 
 
+def _class_sums(values: Tensor, cls: Tensor, k: int) -> Tensor:
+    return values.new_zeros(k).index_add(0, cls, values)  # [B] -> [K], summed per present class
+
+
 def lca_loss(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor, lam: float) -> Tensor:
     """The LCA loss of DESIGN §1 step 4; with lam == 0 the plain mean cross-entropy (classifier alignment)."""
     if lam == 0:
         return F.cross_entropy(logits, targets)
-    ce = F.cross_entropy(logits, targets, reduction="none")  # [B]
+    ce = F.cross_entropy(logits, targets, reduction="none")  # ℓ [B]
     present, cls = torch.unique(targets, return_inverse=True)  # [K], [B] index of each sample's class
     k = present.shape[0]
     inside = _nearest_mean(features, class_means) == targets  # [B]: sample lies in its class's local region
-    n_inside = torch.zeros(k, dtype=torch.long, device=ce.device).index_add_(0, cls, inside.long())  # |S| [K]
+    n_inside = _class_sums(inside.to(ce.dtype), cls, k)  # |S| [K]
     # Term 1 averages ℓ over S, or over the whole class where S is empty
     used = inside | (n_inside[cls] == 0)  # [B]
-    n_used = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add_(0, cls, used.to(ce.dtype))  # [K]
-    term1 = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add(0, cls, ce * used) / n_used  # [K]
-    # Term 2: mean |ℓ_j − ℓ_k| over ordered pairs j ≠ k in S (the diagonal contributes |0| = 0)
+    term1 = _class_sums(ce * used, cls, k) / _class_sums(used.to(ce.dtype), cls, k)  # [K]
+    # Term 2: mean |ℓ_j − ℓ_k| over ordered pairs j ≠ k in S (the diagonal adds |0| = 0)
     pairs = inside[:, None] & inside[None, :] & (cls[:, None] == cls[None, :])  # [B, B]
     spread = ((ce[:, None] - ce[None, :]).abs() * pairs).sum(dim=1)  # [B]
     n_pairs = (n_inside * (n_inside - 1)).clamp(min=1)  # [K]; |S| < 2 has no pair and a zero sum
-    term2 = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add(0, cls, spread) / n_pairs
+    term2 = _class_sums(spread, cls, k) / n_pairs  # [K]
     return (term1 + lam * term2).sum() / k
 
 

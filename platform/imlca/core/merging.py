@@ -13,6 +13,10 @@ from torch import Tensor
 
 StateDict = dict[str, Tensor]
 
+# Elements per pass: each rule makes several passes, and a chunk's temporaries (1 MiB each in float32) stay in
+# cache between them, so a large tensor costs about one trip through memory instead of one per pass.
+_CHUNK = 1 << 18
+
 
 def _max_abs(prev: Tensor, curr: Tensor) -> Tensor:
     # take = 1 where |curr| > |prev|, else 0 (an exact tie keeps prev); a − b > 0 ⟺ a > b in IEEE arithmetic
@@ -58,13 +62,29 @@ def _check_matching(first: StateDict, second: StateDict, names: tuple[str, str])
             )
 
 
-def merge(previous: StateDict, current: StateDict, rule: str) -> StateDict:
-    """Merge two task vectors element-wise with one of `MERGE_RULES`."""
+def _rule(rule: str) -> Callable[[Tensor, Tensor], Tensor]:
     if rule not in MERGE_RULES:
         raise ValueError(f"unknown merge rule '{rule}'; choose one of {sorted(MERGE_RULES)}")
+    return MERGE_RULES[rule]
+
+
+def _chunked(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    # fn on aligned flat chunks of same-shaped tensors, assembled into a new tensor of that shape
+    if tensors[0].numel() <= _CHUNK:
+        return fn(*tensors)
+    flat = [t.reshape(-1) for t in tensors]
+    out = torch.empty_like(flat[0])
+    for start in range(0, out.numel(), _CHUNK):
+        part = slice(start, start + _CHUNK)
+        out[part] = fn(*(f[part] for f in flat))
+    return out.view(tensors[0].shape)
+
+
+def merge(previous: StateDict, current: StateDict, rule: str) -> StateDict:
+    """Merge two task vectors element-wise with one of `MERGE_RULES`."""
+    combine = _rule(rule)
     _check_matching(previous, current, ("previous", "current"))
-    combine = MERGE_RULES[rule]
-    return {key: combine(prev, current[key]) for key, prev in previous.items()}
+    return {key: _chunked(combine, prev, current[key]) for key, prev in previous.items()}
 
 
 def task_vector(theta: StateDict, base: StateDict) -> StateDict:
@@ -82,10 +102,19 @@ def apply_task_vector(base: StateDict, tau: StateDict, alpha: float) -> StateDic
 def incremental_merge(
     theta0: StateDict, merged_prev: StateDict, theta_t: StateDict, rule: str, alpha: float
 ) -> StateDict:
-    """θ0 + α·merge(θ_merged(t−1) − θ0, θ_t − θ0): one running merge step for task t ≥ 1."""
-    tau_prev = task_vector(merged_prev, theta0)
-    tau_curr = task_vector(theta_t, theta0)
-    return apply_task_vector(theta0, merge(tau_prev, tau_curr, rule), alpha)
+    """θ0 + α·merge(θ_merged(t−1) − θ0, θ_t − θ0): one running merge step for task t ≥ 1.
+
+    The same arithmetic as `apply_task_vector(theta0, merge(task_vector(...), task_vector(...)), alpha)`, done
+    chunk by chunk so that the temporaries stay in cache.
+    """
+    combine = _rule(rule)
+    _check_matching(merged_prev, theta0, ("merged_prev", "theta0"))
+    _check_matching(theta_t, theta0, ("theta_t", "theta0"))
+
+    def step(base: Tensor, prev: Tensor, curr: Tensor) -> Tensor:
+        return torch.add(base, combine(prev - base, curr - base), alpha=alpha)  # θ0 + α·merge(τ_prev, τ_curr)
+
+    return {key: _chunked(step, base, merged_prev[key], theta_t[key]) for key, base in theta0.items()}
 
 
 def _conv1x1_as_matrix(weight: Tensor, name: str) -> Tensor:

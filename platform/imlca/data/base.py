@@ -26,6 +26,9 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int):
         return self.load(index), int(self.labels[index])
 
+    def verify(self) -> None:
+        """Cheap check that every image can be opened (raises DataError naming the first bad one)."""
+
 
 class TensorImageSet(ImageSet):
     """In-memory images, uint8 [N, C, H, W] (C = 1 for grey, 3 for RGB)."""
@@ -46,13 +49,21 @@ class FileImageSet(ImageSet):
     def __init__(self, paths: Sequence[str | Path], labels: np.ndarray):
         self.paths, self.labels = [str(p) for p in paths], np.asarray(labels, dtype=np.int64)
 
-    def load(self, index: int) -> Image.Image:
-        path = self.paths[index]
+    @staticmethod
+    def _open(path: str, decode: bool) -> Image.Image | None:
         try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
+            with Image.open(path) as image:  # reads the header; pixels only when decoded
+                return image.convert("RGB") if decode else None
         except (OSError, ValueError) as err:
-            raise DataError(f"cannot read image {path} ({err.__class__.__name__}); replace or remove the file") from None
+            raise DataError(f"cannot read image {path} ({err.__class__.__name__}); replace or remove the file") \
+                from None
+
+    def verify(self) -> None:
+        for path in self.paths:
+            self._open(path, decode=False)
+
+    def load(self, index: int) -> Image.Image:
+        return self._open(self.paths[index], decode=True)
 
 
 def first_per_class(labels: np.ndarray, limit: int | None) -> np.ndarray:

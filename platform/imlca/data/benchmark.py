@@ -19,6 +19,9 @@ class _Subset(ImageSet):
     def load(self, index: int):
         return self.images.load(int(self.keep[index]))
 
+    def verify(self) -> None:
+        self.images.verify()
+
 
 @dataclass
 class Benchmark:

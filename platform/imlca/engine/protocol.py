@@ -19,6 +19,7 @@ from imlca.engine.artifacts import write_artifacts
 from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from imlca.engine.runner import TaskRunner
 from imlca.engine.state import MergeState
+from imlca.errors import CheckpointError
 
 Callback = Callable[[dict], None]
 Tensors = dict[str, torch.Tensor]
@@ -50,6 +51,14 @@ def resume_state(state: MergeState, checkpoint_dir: Path | None) -> list[dict]:
     return [state.report(task) for task in range(state.tasks_merged)]
 
 
+def check_resumable(cfg: ExperimentConfig, checkpoint_dir: Path) -> None:
+    """Refuse a resume whose latest checkpoint is corrupt or from another config, before anything starts."""
+    latest = latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir}; run without --resume to start afresh")
+    load_checkpoint(latest, fingerprint(cfg))
+
+
 def run_protocol(cfg: ExperimentConfig, on_task: Callback | None = None,
                  checkpoint_dir: Path | None = None) -> RunResult:
     """The whole run; with `checkpoint_dir`, saves after every task and resumes from the latest checkpoint."""
@@ -60,6 +69,8 @@ def run_protocol(cfg: ExperimentConfig, on_task: Callback | None = None,
     for task in range(state.tasks_merged, runner.num_tasks):
         merged, heads = state.integrate(runner.train(task, state.merged))
         reports.append(state.record(task, runner.evaluate(task, merged, heads)))
+        if task == runner.num_tasks - 1 and cfg.robustness.enabled:
+            reports[-1].update(runner.robustness(merged, heads))
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, task, *state.state_dict())
         if on_task is not None:

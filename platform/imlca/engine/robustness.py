@@ -7,6 +7,8 @@ argmax included); `transform` maps one image, a uint8 [3, H, W] tensor as `Image
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +18,10 @@ import torch
 from imlca.data.corruptions import (C_LAYOUT, CORRUPTIONS, P_LAYOUT, PERTURBATIONS, SEVERITIES,
                                     generate_corruptions, present, read_corruption, read_perturbation)
 from imlca.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from imlca.config import RobustnessConfig
+    from imlca.data.base import ImageSet
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -145,3 +151,30 @@ def evaluate_perturbations(predict: Predict, root: str | Path, transform: Transf
             "mean_frame_accuracy": float(np.mean(list(accuracy.values()))),
             "mean_flip_rate": float(np.mean(list(flips.values()))),
             "missing": [name for name in names if name not in available]}
+
+
+def robustness_metrics(cfg: "RobustnessConfig", predictors: dict[str, Predict], transform: Transform,
+                       test: "ImageSet", label_map: LabelMap, image_size: int, batch_size: int = 256) -> dict:
+    """Flat metrics per method: `<method>/c_mean` (CIFAR-100-C folder, else generated), `<method>/p_frame_acc`,
+    `<method>/p_flip_rate`; one pass of the evaluations above per method's predictor."""
+    from imlca.data.corruptions import stack_images
+
+    out: dict[str, float] = {}
+    generated = None
+    if cfg.generate and not cfg.corruptions_dir:
+        keep = np.arange(len(test))[:cfg.limit]
+        generated = stack_images(test, keep, image_size), np.asarray(test.labels)[keep]
+    for method, predict in predictors.items():
+        if cfg.corruptions_dir:
+            c = evaluate_corruptions(predict, cfg.corruptions_dir, transform, severities=cfg.severities,
+                                     label_map=label_map, batch_size=batch_size, limit=cfg.limit)
+            out[f"{method}/c_mean"] = c["mean"]
+        elif generated is not None:
+            c = evaluate_generated_corruptions(predict, *generated, transform, severities=cfg.severities,
+                                               label_map=label_map, batch_size=batch_size)
+            out[f"{method}/c_mean"] = c["mean"]
+        if cfg.perturbations_dir:
+            p = evaluate_perturbations(predict, cfg.perturbations_dir, transform, test_labels=test.labels,
+                                       label_map=label_map, batch_size=batch_size, limit=cfg.limit)
+            out[f"{method}/p_frame_acc"], out[f"{method}/p_flip_rate"] = p["mean_frame_accuracy"], p["mean_flip_rate"]
+    return out

@@ -17,9 +17,10 @@ from imlca.core.metrics import task_accuracies
 from imlca.data import load_benchmark
 from imlca.data.transforms import build_transform
 from imlca.engine.adapters import MERGE_SPACES
-from imlca.engine.loops import extract_features, train_task
+from imlca.engine.loops import autocast, extract_features, train_task
 from imlca.engine.seeding import derive_seed, generator
 from imlca.errors import ResourceError
+from imlca.models.backbone import read_checkpoint
 from imlca.models.heads import init_head
 from imlca.models.lora import scaling
 from imlca.models.model import build_model
@@ -40,6 +41,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ResourceError("train.device is 'cuda' but no CUDA device is visible; use train.device=cpu or auto")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    """Everything that can be refused before any training: device, dataset (every image opens), checkpoint."""
+    resolve_device(cfg.train.device)
+    benchmark = load_benchmark(cfg.data, cfg.seed)
+    benchmark.train.verify()
+    benchmark.test.verify()
+    if cfg.model.checkpoint is not None:
+        read_checkpoint(cfg.model.checkpoint)
 
 
 class TaskRunner:
@@ -93,3 +104,24 @@ class TaskRunner:
             predictions = (feats @ torch.cat(weights).T.float()).argmax(dim=1)  # [N, D] @ [D, C] → [N]
             rows[method] = task_accuracies(predictions, targets, bounds)
         return rows
+
+    def robustness(self, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """Robustness metrics of every method on the merged backbone (after the last task)."""
+        from imlca.engine.robustness import robustness_metrics
+
+        self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
+        self.model.freeze_statistics()
+
+        def predictor(weights: list[torch.Tensor]):
+            w = torch.cat(weights).to(self.device)
+
+            @torch.no_grad()
+            def predict(images: torch.Tensor) -> torch.Tensor:
+                with autocast(self.device, self.cfg.train.precision):
+                    feats = self.model.features(images.to(self.device))
+                return (feats.float() @ w.T.float()).argmax(dim=1).cpu()  # [B, D] @ [D, C] → [B]
+            return predict
+
+        predictors = {m: predictor(ws) for m, ws in heads.items()}
+        return robustness_metrics(self.cfg.robustness, predictors, self.test_tf, self.benchmark.test,
+                                  self.benchmark.split.positions, self.cfg.data.image_size, self.cfg.eval.batch_size)

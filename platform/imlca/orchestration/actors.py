@@ -49,6 +49,11 @@ class TaskWorker:
         return self.runner.evaluate(task, to_torch(merged), heads_to_torch(heads))
 
 
+    def robustness(self, merged_and_heads: tuple[dict, dict]) -> dict[str, float]:
+        merged, heads = merged_and_heads
+        return self.runner.robustness(to_torch(merged), heads_to_torch(heads))
+
+
 @ray.remote
 class MergeActor:
     def __init__(self, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str | None = None):

@@ -4,8 +4,11 @@ Same steps, same seeds as `engine.protocol.run_protocol`, hence the same numbers
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 from pathlib import Path
@@ -29,7 +32,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def check_gpus(cfg: ExperimentConfig) -> None:
@@ -72,10 +75,13 @@ def raise_application_error(err: Exception) -> None:
         raise cause if isinstance(cause, UserError) else err
 
 
-def run_task(worker, merger, task: int) -> dict:
+def run_task(worker, merger, task: int, robustness: bool) -> dict:
     """One task, actor to actor: train → merge + align → evaluate → record. Only the report reaches the driver."""
     state_ref = merger.integrate.remote(worker.train.remote(task, merger.merged.remote()))
-    return ray.get(merger.record.remote(task, worker.evaluate.remote(task, state_ref)))
+    report = ray.get(merger.record.remote(task, worker.evaluate.remote(task, state_ref)))
+    if robustness:
+        report.update(ray.get(worker.robustness.remote(state_ref)))
+    return report
 
 
 def run_distributed(cfg: ExperimentConfig, on_task: Callback | None = None,
@@ -87,6 +93,9 @@ def run_distributed(cfg: ExperimentConfig, on_task: Callback | None = None,
     start = time.perf_counter()
     ensure_ray()
     check_gpus(cfg)
+    scratch = None
+    if checkpoint_dir is None:  # the MergeActor always checkpoints: a restart must find its state
+        checkpoint_dir = scratch = Path(tempfile.mkdtemp(prefix="imlca-run-"))
     worker, merger, num_tasks = start_actors(cfg, checkpoint_dir)
     reports, recoveries = [], 0
     try:
@@ -94,7 +103,8 @@ def run_distributed(cfg: ExperimentConfig, on_task: Callback | None = None,
         reports = [ray.get(merger.report.remote(t)) for t in range(task)]
         while task < num_tasks:
             try:
-                reports.append(run_task(worker, merger, task))
+                last = task == num_tasks - 1
+                reports.append(run_task(worker, merger, task, last and cfg.robustness.enabled))
             except (RayActorError, RayTaskError) as err:
                 raise_application_error(err)
                 recoveries += 1
@@ -111,5 +121,7 @@ def run_distributed(cfg: ExperimentConfig, on_task: Callback | None = None,
     finally:
         for actor in (worker, merger):
             ray.kill(actor)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     heads = heads_to_torch(final["heads"])
     return make_result(final["acc"], reports, time.perf_counter() - start, to_torch(final["merged"]), heads)

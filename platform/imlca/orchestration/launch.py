@@ -1,6 +1,7 @@
 """`python -m imlca sweep`: check everything that can be checked, run the Tuner, print the best trial."""
 from __future__ import annotations
 
+from imlca.engine.runner import preflight
 from imlca.orchestration.driver import check_gpus, ensure_ray
 from imlca.orchestration.sweep import fit, trial_config
 from imlca.orchestration.tracking_callback import MlflowSweepCallback
@@ -19,6 +20,7 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
     base = trial_config(sweep.base_tree, {})
     uri = resolve_uri(base.tracking.uri)
     check_reachable(uri)  # before any trial starts
+    preflight(base)
     ensure_ray()
     check_gpus(base)
 

@@ -1,0 +1,38 @@
+"""`python -m imlca bench`: every performance target of DESIGN §6, measured as a ratio in one run.
+
+The registry names each benchmark's goal and where its function lives; modules are imported only when their
+benchmark runs, so `--only merge` does not pay for Ray, Tune or MLflow.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from imlca.bench.measure import Goal, Measurement, Settings
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    goal: Goal
+    target: str  # "module:function" under imlca.bench; the function takes Settings and returns a Measurement
+
+    def load(self) -> Callable[[Settings], Measurement]:
+        module, function = self.target.split(":")
+        return getattr(importlib.import_module(f"imlca.bench.{module}"), function)
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "lora_worker": Benchmark(Goal("<=", 1.05, "x", "LoRA training inside a TaskWorker / the same loop in-process"),
+                             "workers:bench_lora_worker"),
+    "merge": Benchmark(Goal("<=", 1.5, "x", "running merge (ties, max_abs; factors, ΔW) / one torch.where pass"),
+                       "merging:bench_merge"),
+    "bank": Benchmark(Goal(">=", 5.0, "x", "MultivariateNormal per class / GaussianBank.sample (speed-up)"),
+                      "sampling:bench_bank"),
+    "handoff": Benchmark(Goal("<=", 2.0, "x", "adapter actor → object store → actor / in-process clone"),
+                         "workers:bench_handoff"),
+    "sweep": Benchmark(Goal("<=", 1.10, "x", "N trials through Tune + MLflow / the same N runs one after another"),
+                       "sweeps:bench_sweep"),
+    "gpu": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA training, 224 px, bf16: model FLOP utilisation"),
+                     "gpu:bench_gpu"),
+}

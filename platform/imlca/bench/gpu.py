@@ -1,0 +1,66 @@
+"""`gpu`: LoRA fine-tuning of ViT-B/16 at 224 px in bf16 on one CUDA device: images/s and model FLOP utilisation.
+
+The platform's own model (build_model: random-init `vit_base_patch16_224`, LoRA r=64 on qkv) and training loop
+(train_task: SGD, bf16 autocast) on synthetic tensors already on the GPU, so the number is the loop's, not a
+data loader's. MFU = images/s × 70 GFLOP per image / the device's peak dense bf16 FLOP/s.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from imlca.bench.measure import Measurement, Settings
+
+FLOP_PER_IMAGE = 70e9  # DESIGN §6: forward 17.58 GMACs = 35.2 GFLOP, ×2 for LoRA training
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s by device-name fragment (SXM parts)
+NUM_CLASSES, SIZE = 10, 224
+
+
+def peak_flops(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16.items() if key in device_name), None)
+
+
+def training_setup(batch: int):
+    from imlca.config import ExperimentConfig, from_dict
+    from imlca.models.heads import init_head
+    from imlca.models.model import build_model
+
+    cfg = from_dict(ExperimentConfig, {
+        "model": {"backbone": "vit_base_patch16_224", "pretrained": False},  # never downloads
+        "data": {"benchmark": "synthetic", "image_size": SIZE},
+        "train": {"device": "cuda", "precision": "bf16", "batch_size": batch, "epochs": 1}})
+    device = torch.device("cuda")
+    model = build_model(cfg).to(device)
+    head = nn.Parameter(init_head(NUM_CLASSES, model.dim, torch.Generator().manual_seed(0)).to(device))
+    gen = torch.Generator(device=device).manual_seed(0)
+    images = torch.rand(batch, 3, SIZE, SIZE, device=device, generator=gen)  # [B, 3, 224, 224]
+    targets = torch.randint(0, NUM_CLASSES, (batch,), device=device, generator=gen)  # [B]
+    return cfg, model, head, (images, targets), device
+
+
+def bench_gpu(settings: Settings) -> Measurement:
+    if not torch.cuda.is_available():
+        return Measurement(None, skipped="no CUDA device (torch.cuda.is_available() is False)")
+    from imlca.engine.loops import train_task
+
+    batch, steps, warmup = (32, 5, 2) if settings.quick else (128, 30, 5)
+    cfg, model, head, batch_tensors, device = training_setup(batch)
+    train_task(model, head, [batch_tensors] * warmup, 0, cfg.train, device)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    train_task(model, head, [batch_tensors] * steps, 0, cfg.train, device)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    images_per_s = steps * batch / seconds
+    name = torch.cuda.get_device_name(device)
+    details = {"device": name, "batch": batch, "steps": steps, "warmup_steps": warmup,
+               "images_per_s": images_per_s, "flop_per_image": FLOP_PER_IMAGE}
+    peak = peak_flops(name)
+    if peak is None:
+        return Measurement(None, {"train": seconds}, details=details,
+                           skipped=f"peak bf16 FLOP/s of '{name}' is not known ({images_per_s:.0f} img/s measured)")
+    mfu = images_per_s * FLOP_PER_IMAGE / peak
+    details["peak_flops"] = peak
+    return Measurement(mfu, {"train": seconds}, {"mfu": mfu}, details=details)

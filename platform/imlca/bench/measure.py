@@ -1,0 +1,103 @@
+"""What a benchmark returns, the goal it is held to, and round-robin timing with medians.
+
+Every benchmark measures its platform path and its reference in the same process run, alternating them round by
+round, so that a burst of load from other processes hits both sides alike; the medians are compared.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Seconds = dict[str, float]
+OPERATORS = {"<=": operator.le, ">=": operator.ge}
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool = False  # smaller sizes, fewer repeats: seconds instead of minutes
+    threads: int = 1  # torch threads of the in-process side = CPUs of the actor side
+
+
+@dataclass(frozen=True)
+class Goal:
+    op: str  # "<=": the measured ratio may be at most `target`; ">=": at least
+    target: float
+    unit: str  # "x" for time ratios and speed-ups, "MFU" for the fraction of peak FLOP/s
+    text: str  # what is divided by what, as in DESIGN §6
+
+    def met(self, value: float) -> bool:
+        return OPERATORS[self.op](value, self.target)
+
+    def describe(self) -> str:
+        return f"{self.op} {self.target:g}{'x' if self.unit == 'x' else ' MFU'}"
+
+
+@dataclass
+class Measurement:
+    ratio: float | None  # the number held to the goal; None when skipped
+    timings: Seconds = field(default_factory=dict)  # medians, seconds
+    ratios: dict[str, float] = field(default_factory=dict)  # every ratio behind `ratio` (it is the worst of them)
+    checks: dict[str, bool] = field(default_factory=dict)  # correctness conditions of a pass (e.g. equal moments)
+    details: dict[str, Any] = field(default_factory=dict)  # sizes, settings, absolute rates
+    skipped: str | None = None  # why nothing was measured
+
+
+@dataclass
+class Result:
+    name: str
+    goal: Goal
+    measurement: Measurement
+    wall_s: float
+    error: str | None = None  # "<Exception>: message" when the benchmark crashed
+
+    @property
+    def passed(self) -> bool | None:
+        """None when there is nothing to judge (skipped, crashed, or no ratio)."""
+        m = self.measurement
+        if self.error or m.skipped or m.ratio is None:
+            return None
+        return self.goal.met(m.ratio) and all(m.checks.values())
+
+    def to_json(self) -> dict:
+        m = self.measurement
+        return {"name": self.name, "goal": {"op": self.goal.op, "target": self.goal.target, "unit": self.goal.unit,
+                                            "text": self.goal.text},
+                "ratio": m.ratio, "passed": self.passed, "timings_s": m.timings, "ratios": m.ratios,
+                "checks": m.checks, "details": m.details, "skipped": m.skipped, "error": self.error,
+                "wall_s": self.wall_s}
+
+
+def wall(name: str, fn: Callable[[], Any]) -> Callable[[], Seconds]:
+    """A candidate for `rounds`: `fn` timed from outside, reported under `name`."""
+    def run() -> Seconds:
+        start = time.perf_counter()
+        fn()
+        return {name: time.perf_counter() - start}
+    return run
+
+
+def rounds(candidates: list[Callable[[], Seconds]], repeats: int, warmup: int = 1) -> Seconds:
+    """Run every candidate once per round, `warmup` + `repeats` rounds; median of each named time.
+
+    A candidate returns the seconds it measured, by name (one call may time several things, e.g. the work inside
+    an actor and the whole call around it). Warm-up rounds (lazy initialisation, allocator growth) are dropped.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    samples: dict[str, list[float]] = {}
+    for index in range(warmup + repeats):
+        for candidate in candidates:
+            for name, seconds in candidate().items():
+                if index >= warmup:
+                    samples.setdefault(name, []).append(seconds)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def divide(numerator: float, denominator: float) -> float:
+    """numerator / denominator; inf when a timer read 0 (a ratio must never crash the table)."""
+    return numerator / denominator if denominator > 0 else math.inf

@@ -1,0 +1,122 @@
+"""Every bad input is refused by the CLI with exit code 2 and one line, before anything is written."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+TINY = str(REPO / "sweeps" / "tiny.yaml")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "imlca", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=full_env)
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def make_imagefolder(root: Path, corrupt: bool) -> None:
+    from PIL import Image
+
+    for part in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / part / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(root / part / cls / f"{i}.png")
+    if corrupt:
+        (root / "train" / "b" / "1.png").write_bytes(b"not a png")
+
+
+CASES = {  # name → (args builder, expected start of the message after "error: ")
+    "malformed yaml": (lambda d: ["run", write(d / "c.yaml", "lora: [1\n")], "c.yaml: malformed YAML"),
+    "unknown key": (lambda d: ["run", TINY, "--set", "lora.rnak=4"], "config key 'lora.rnak': unknown key"),
+    "wrong type": (lambda d: ["run", TINY, "--set", "train.epochs=two"], "config key 'train.epochs': expected int"),
+    "negative lambda": (lambda d: ["run", TINY, "--set", "align.lam=-1"], "config key 'align.lam': must be >= 0"),
+    "alpha zero": (lambda d: ["run", TINY, "--set", "merge.alpha=0"], "config key 'merge.alpha': must be > 0"),
+    "rank zero": (lambda d: ["run", TINY, "--set", "lora.rank=0"], "config key 'lora.rank': must be >= 1"),
+    "merge rule": (lambda d: ["run", TINY, "--set", "merge.rule=magmax"], "config key 'merge.rule': unknown value"),
+    "benchmark": (lambda d: ["run", TINY, "--set", "data.benchmark=mnist"], "config key 'data.benchmark': unknown"),
+    "backbone": (lambda d: ["run", TINY, "--set", "model.backbone=resnet50"], "config key 'model.backbone': unknown"),
+    "missing data root": (lambda d: ["run", TINY, "--set", "data.benchmark=cifar100", "--set",
+                                     f"data.root={d / 'nowhere'}"], "cifar100: "),
+    "unreadable image": (lambda d: (make_imagefolder(d / "imgs", corrupt=True), [
+        "run", TINY, "--set", "data.benchmark=imagefolder", "--set", f"data.root={d / 'imgs'}", "--set",
+        "data.task_sizes=[1, 1]"])[1], "cannot read image"),
+    "missing checkpoint": (lambda d: ["run", TINY, "--set", f"model.checkpoint={d / 'vit.safetensors'}"],
+                           "backbone checkpoint"),
+    "cuda without gpu": (lambda d: ["run", TINY, "--set", "train.device=cuda"], "train.device is 'cuda'"),
+    "unreachable mlflow": (lambda d: ["run", TINY, "--track"], "MLflow server http://127.0.0.1:"),
+    "resume nothing": (lambda d: ["run", TINY, "--resume"], "--resume needs --out"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_nothing_written(name, tmp_path, monkeypatch, capsys):
+    """In-process through the CLI's own `main` (the console script calls exactly this)."""
+    from imlca.cli import main
+
+    build, expected = CASES[name]
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    uri = f"http://127.0.0.1:{closed_port()}" if name == "unreachable mlflow" else f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = build(tmp_path)
+    if "--resume" not in args:
+        args += ["--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0]
+    assert not out.exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_console_script_exit_code_and_single_line(tmp_path):
+    proc = cli(["run", TINY, "--set", "lora.rank=0", "--out", str(tmp_path / "o")], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: config key 'lora.rank': must be >= 1 (got 0)\n"
+
+
+def test_gpus_on_a_cluster_without_any(tmp_path):
+    proc = cli(["run", TINY, "--distributed", "--set", "resources.num_gpus=1", "--out", str(tmp_path / "o")],
+               tmp_path, {"RAY_ADDRESS": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: resources.num_gpus=1 but the Ray cluster has 0")
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_or_mismatched_checkpoint_refused_and_left_intact(tmp_path, monkeypatch, capsys):
+    from imlca.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    short = ["--set", "data.task_sizes=[2, 4]"]
+    assert main(["run", TINY, *short, "--out", str(out)]) == 0
+    assert main(["run", TINY, *short, "--out", str(out)]) == 2  # an existing run is never overwritten
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["run", TINY, *short, "--set", "align.lam=0.5", "--out", str(out), "--resume"]) == 2
+    assert "belongs to a different experiment config" in capsys.readouterr().err
+    state = out / "checkpoints" / "task-001" / "state.safetensors"
+    corrupt = bytearray(state.read_bytes())
+    corrupt[100] ^= 0xFF
+    state.write_bytes(bytes(corrupt))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["run", TINY, *short, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint ") and "fails its checksum" in err and "\n" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

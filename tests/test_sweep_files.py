@@ -1,0 +1,59 @@
+"""Every shipped experiment and sweep definition loads and says what the README says it does."""
+import pytest
+
+from imlca.config import load_config
+from imlca.errors import ConfigError
+from imlca.sweep_config import load_sweep
+
+from conftest import REPO
+
+SWEEPS = REPO / "sweeps"
+SWEEP_FILES = {"smoke.yaml", "embedded.yaml", "paper/table1.yaml", "paper/ablation.yaml"}
+PAPER = ["cifar100", "imagenet_r", "imagenet_a", "cub", "omnibenchmark", "vtab", "cars"]
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(SWEEPS)) for p in SWEEPS.rglob("*.yaml")))
+def test_every_file_loads(path):
+    if path in SWEEP_FILES:
+        load_sweep(SWEEPS / path)
+    else:
+        load_config(SWEEPS / path)
+
+
+@pytest.mark.parametrize("benchmark", PAPER)
+def test_paper_configs_are_the_paper_setup(benchmark):
+    cfg = load_config(SWEEPS / "paper" / f"{benchmark}.yaml")
+    assert cfg.data.benchmark == benchmark and cfg.name == benchmark
+    assert (cfg.model.backbone, cfg.model.pretrained) == ("vit_base_patch16_224", True)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.target) == (64, 128.0, None)  # None: blocks.N.attn.qkv
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.min_lr) == (10, 64, 1e-2, 1e-6)
+    a = cfg.align
+    assert (a.samples_per_class, a.epochs, a.batch_size, a.lr, a.lam) == (512, 10, 128, 5e-3, 0.1)
+    assert a.methods == ["im_lca", "im", "im_ca"] and cfg.merge.alpha == 1.0
+
+
+def test_table1_grid_covers_every_benchmark_and_seed():
+    sweep = load_sweep(SWEEPS / "paper" / "table1.yaml")
+    assert sweep.cfg.space["data.benchmark"] == {"grid": PAPER}
+    assert sweep.cfg.space["seed"] == {"grid": [1993, 1994, 1995]}
+
+
+def test_ablation_covers_the_five_axes():
+    space = load_sweep(SWEEPS / "paper" / "ablation.yaml").cfg.space
+    assert set(space) == {"align.lam", "merge.alpha", "lora.rank", "merge.rule", "merge.space"}
+
+
+def test_extends_and_bad_sweeps(tmp_path):
+    (tmp_path / "child.yaml").write_text(f"extends: {SWEEPS / 'tiny.yaml'}\nlora:\n  rank: 2\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.lora.rank == 2 and cfg.lora.alpha == 8.0 and cfg.data.benchmark == "synthetic"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rank: {{grid: [4, 0]}}\n")
+    with pytest.raises(ConfigError, match="config key 'lora.rank': must be >= 1"):
+        load_sweep(bad)
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rank: {{normal: [4, 8]}}\n")
+    with pytest.raises(ConfigError, match="space.lora.rank"):
+        load_sweep(bad)
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rnak: {{grid: [4]}}\n")
+    with pytest.raises(ConfigError, match="lora.rnak"):
+        load_sweep(bad)

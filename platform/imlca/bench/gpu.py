@@ -22,7 +22,7 @@ def peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16.items() if key in device_name), None)
 
 
-def training_setup(batch: int):
+def training_setup(batch: int, device: torch.device):
     from imlca.config import ExperimentConfig, from_dict
     from imlca.models.heads import init_head
     from imlca.models.model import build_model
@@ -30,14 +30,13 @@ def training_setup(batch: int):
     cfg = from_dict(ExperimentConfig, {
         "model": {"backbone": "vit_base_patch16_224", "pretrained": False},  # never downloads
         "data": {"benchmark": "synthetic", "image_size": SIZE},
-        "train": {"device": "cuda", "precision": "bf16", "batch_size": batch, "epochs": 1}})
-    device = torch.device("cuda")
+        "train": {"device": device.type, "precision": "bf16", "batch_size": batch, "epochs": 1}})
     model = build_model(cfg).to(device)
     head = nn.Parameter(init_head(NUM_CLASSES, model.dim, torch.Generator().manual_seed(0)).to(device))
     gen = torch.Generator(device=device).manual_seed(0)
     images = torch.rand(batch, 3, SIZE, SIZE, device=device, generator=gen)  # [B, 3, 224, 224]
     targets = torch.randint(0, NUM_CLASSES, (batch,), device=device, generator=gen)  # [B]
-    return cfg, model, head, (images, targets), device
+    return cfg, model, head, (images, targets)
 
 
 def bench_gpu(settings: Settings) -> Measurement:
@@ -46,7 +45,8 @@ def bench_gpu(settings: Settings) -> Measurement:
     from imlca.engine.loops import train_task
 
     batch, steps, warmup = (32, 5, 2) if settings.quick else (128, 30, 5)
-    cfg, model, head, batch_tensors, device = training_setup(batch)
+    device = torch.device("cuda")
+    cfg, model, head, batch_tensors = training_setup(batch, device)
     train_task(model, head, [batch_tensors] * warmup, 0, cfg.train, device)
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -63,4 +63,5 @@ def bench_gpu(settings: Settings) -> Measurement:
                            skipped=f"peak bf16 FLOP/s of '{name}' is not known ({images_per_s:.0f} img/s measured)")
     mfu = images_per_s * FLOP_PER_IMAGE / peak
     details["peak_flops"] = peak
-    return Measurement(mfu, {"train": seconds}, {"mfu": mfu}, details=details)
+    note = f"{name}, batch {batch}, {steps} steps after {warmup} warm-up steps: {images_per_s:.0f} img/s"
+    return Measurement(mfu, {"train": seconds}, {"mfu": mfu}, details=details, note=note)

@@ -45,6 +45,7 @@ class Measurement:
     checks: dict[str, bool] = field(default_factory=dict)  # correctness conditions of a pass (e.g. equal moments)
     details: dict[str, Any] = field(default_factory=dict)  # sizes, settings, absolute rates
     skipped: str | None = None  # why nothing was measured
+    note: str = ""  # one line for the table: what was measured, at which size
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Result:
         return {"name": self.name, "goal": {"op": self.goal.op, "target": self.goal.target, "unit": self.goal.unit,
                                             "text": self.goal.text},
                 "ratio": m.ratio, "passed": self.passed, "timings_s": m.timings, "ratios": m.ratios,
-                "checks": m.checks, "details": m.details, "skipped": m.skipped, "error": self.error,
+                "checks": m.checks, "details": m.details, "note": m.note, "skipped": m.skipped, "error": self.error,
                 "wall_s": self.wall_s}
 
 

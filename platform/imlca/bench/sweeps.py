@@ -69,5 +69,7 @@ def bench_sweep(settings: Settings) -> Measurement:
     details = {"trials": len(values), "swept": KEY, "values": values, "repeats": repeats,
                "direct": "run_distributed one after another", "tune_concurrency": 1,
                "per_trial_overhead_s": (timings["tune_mlflow"] - timings["direct"]) / len(values)}
+    note = (f"{len(values)} trials of the tiny config over {KEY}; Tune runs one trial at a time, the direct side "
+            "calls run_distributed one run after another")
     return Measurement(ratios["tune_mlflow"], timings, ratios, {"sweeps_succeeded": all(c == 0 for c in codes)},
-                       details)
+                       details, note=note)

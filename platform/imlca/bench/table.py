@@ -55,6 +55,8 @@ def format_result(result: Result) -> list[str]:
     pad = " " * 13
     if result.error or m.skipped:
         lines.append(f"{pad}{'error: ' + result.error if result.error else 'skipped: ' + m.skipped}")
+    if m.note:
+        lines.append(pad + m.note)
     if m.timings:
         lines.append(pad + "times: " + ", ".join(f"{k} {_seconds(v)}" for k, v in m.timings.items()))
     notes = [f"{k} {_value(v, goal.unit)}" for k, v in m.ratios.items()]

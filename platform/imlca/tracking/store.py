@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from imlca.errors import TrackingError
@@ -37,6 +38,14 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     raise TrackingError(f"MLflow server {uri} answered /health with an error; check the server's log")
 
 
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a sqlite store live beside the database (not in ./mlruns of whatever folder the driver ran
+    in, e.g. a Ray job's temporary working dir); a server decides for itself (--artifacts-destination)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -62,7 +71,8 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=artifact_location(uri))
 
     def start_run(self, name: str, params: dict, tags: dict, parent_id: str | None = None) -> str:
         tags = {k: str(v) for k, v in tags.items()}

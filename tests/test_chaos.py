@@ -1,0 +1,74 @@
+"""Kill the actors' processes on a real local Ray cluster: the run finishes with the undisturbed numbers."""
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from imlca.config import load_config
+from imlca.engine.protocol import run_protocol
+from imlca.orchestration.driver import run_distributed
+
+from conftest import tiny_overrides
+
+
+def actor_pids(name: str) -> list[int]:
+    """Ray titles an actor's process `ray::<Class>` (`ray::<Class>.<method>` while it runs a call)."""
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith(f"ray::{name}"):
+            pids.append(proc.info["pid"])
+    return pids
+
+
+def kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    psutil.Process(pid).wait(timeout=30) if psutil.pid_exists(pid) else None
+
+
+@pytest.fixture(scope="module")
+def undisturbed():
+    return run_protocol(load_config(None, tiny_overrides()))
+
+
+def test_task_worker_killed_mid_task(ray_cluster, undisturbed, tmp_path):
+    killed, seen_after = [], []
+
+    def shoot_during_next_task():
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            busy = actor_pids("TaskWorker.train")  # the worker is inside task 1's training call
+            if busy:
+                killed.append(busy[0])
+                kill(busy[0])
+                return
+            time.sleep(0.05)
+
+    def on_task(report):
+        if report["task"] == 0:
+            threading.Thread(target=shoot_during_next_task, daemon=True).start()
+        else:
+            seen_after.extend(actor_pids("TaskWorker"))
+
+    result = run_distributed(load_config(None, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
+    assert killed, "the TaskWorker was never caught mid-task"
+    assert seen_after and killed[0] not in seen_after  # a new worker process finished the run
+    assert result.acc == undisturbed.acc
+
+
+def test_merge_actor_killed_between_tasks(ray_cluster, undisturbed, tmp_path):
+    killed = []
+
+    def on_task(report):
+        if report["task"] == 0:
+            (pid,) = actor_pids("MergeActor")
+            killed.append(pid)
+            kill(pid)
+
+    result = run_distributed(load_config(None, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
+    assert killed
+    assert result.acc == undisturbed.acc
+    assert [r["avg_acc"] for r in result.reports] == [r["avg_acc"] for r in undisturbed.reports]

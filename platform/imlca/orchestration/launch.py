@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from imlca.engine.runner import preflight
 from imlca.orchestration.driver import check_gpus, ensure_ray
-from imlca.orchestration.sweep import fit, trial_config
+from imlca.orchestration.sweep import experiment_path, fit, trial_config
 from imlca.orchestration.tracking_callback import MlflowSweepCallback
 from imlca.sweep_config import Sweep
 from imlca.tracking.store import check_reachable, resolve_uri
@@ -25,7 +25,8 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
     check_gpus(base)
 
     def make_callbacks(named: Sweep) -> list:
-        return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree)]
+        return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree,
+                                    str(experiment_path(named)))]
 
     grid = fit(sweep, make_callbacks, resume)
     for error in grid.errors:

@@ -77,6 +77,10 @@ def wrapped_trainable(sweep: Sweep):
     return tune.with_resources(tune.with_parameters(trainable, base_tree=sweep.base_tree), trial_resources(sweep))
 
 
+def experiment_path(sweep: Sweep) -> Path:
+    return Path(sweep.cfg.storage_path).resolve() / sweep.name
+
+
 def latest_experiment(sweep: Sweep) -> Path | None:
     """The newest restorable experiment folder of this sweep (`<storage>/<name>-<time>`)."""
     root = Path(sweep.cfg.storage_path).resolve()

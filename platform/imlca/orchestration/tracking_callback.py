@@ -1,10 +1,12 @@
 """Tune → MLflow, on the driver: a parent run per sweep, a nested run per trial, a metric step per task.
 
-Ray here, MLflow behind `imlca.tracking.store.Tracker`. The callback is pickled into Tune's experiment state, so a
-restored sweep keeps its parent run and trial runs (no duplicates); the client is rebuilt lazily after unpickling.
+Ray here, MLflow behind `imlca.tracking.store.Tracker`. A restored sweep (`Tuner.restore`) gets the callback as it
+was built, so the parent run id is kept in a file in the experiment folder; trial runs are found again by their
+trial-id tag, and steps an earlier driver already logged are not logged twice: no duplicate runs or points.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -25,11 +27,14 @@ def run_metrics(result: dict) -> dict:
 
 
 class MlflowSweepCallback(tune.Callback):
-    def __init__(self, uri: str, experiment: str, sweep_name: str, sweep_params: dict, base_tree: dict):
+    def __init__(self, uri: str, experiment: str, sweep_name: str, sweep_params: dict, base_tree: dict,
+                 experiment_dir: str):
         self.uri, self.experiment, self.sweep_name = uri, experiment, sweep_name
         self.sweep_params, self.base_tree = sweep_params, base_tree
+        self.state_file = Path(experiment_dir) / "imlca_mlflow.json"
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id → MLflow run id
+        self.logged: dict[str, int] = {}  # trial id → last step in MLflow
         self._tracker: Tracker | None = None
 
     def __getstate__(self) -> dict:
@@ -42,15 +47,21 @@ class MlflowSweepCallback(tune.Callback):
         return self._tracker
 
     def setup(self, **info) -> None:
+        if self.state_file.is_file():  # a restored sweep: its parent run already exists
+            self.parent_id = json.loads(self.state_file.read_text())["parent_run_id"]
         if self.parent_id is None:
             self.parent_id = self.tracker.start_run(self.sweep_name, self.sweep_params,
                                                     {"imlca.kind": "sweep", "git_commit": git_commit()})
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.write_text(json.dumps({"parent_run_id": self.parent_id}))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.runs:
             return
         found = self.tracker.find_trial_run(self.parent_id, trial.trial_id)
-        if found is None:
+        if found is not None:
+            self.logged[trial.trial_id] = self.tracker.last_step(found, "A_t")
+        else:
             cfg = trial_config(self.base_tree, trial.config)
             tags = {**run_tags(cfg), TRIAL_TAG: trial.trial_id, "imlca.kind": "trial"}
             found = self.tracker.start_run(str(trial), flatten(cfg), tags, self.parent_id)
@@ -60,7 +71,10 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.on_trial_start(iteration, trials, trial)
-        self.tracker.log_metrics(self.runs[trial.trial_id], run_metrics(result), step=int(result["task"]))
+        step = int(result["task"])
+        if step > self.logged.get(trial.trial_id, -1):
+            self.tracker.log_metrics(self.runs[trial.trial_id], run_metrics(result), step=step)
+            self.logged[trial.trial_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self.runs.get(trial.trial_id)

@@ -109,5 +109,6 @@ class Tracker:
             f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
         return runs[0].info.run_id if runs else None
 
-    def child_runs(self, parent_id: str) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    def last_step(self, run_id: str, metric: str) -> int:
+        """The highest step logged for `metric` (-1 when none)."""
+        return max((m.step for m in self.client.get_metric_history(run_id, metric)), default=-1)

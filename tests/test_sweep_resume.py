@@ -1,0 +1,68 @@
+"""Kill a real sweep's driver (and its local Ray) mid-way, resume it: every trial once, in Tune and in MLflow."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+
+
+def sweep_file(tmp_path) -> str:
+    path = tmp_path / "resumable.yaml"
+    path.write_text(f"base: {REPO / 'sweeps' / 'tiny.yaml'}\n"
+                    "space:\n  align.lam: {grid: [0.1, 0.3, 0.5]}\n"
+                    "max_concurrent_trials: 1\n"
+                    f"storage_path: {tmp_path / 'ray_results'}\n")
+    return str(path)
+
+
+def trial_runs(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name("imlca")
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("imlca.kind") == "trial"]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_duplicates(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    client = MlflowClient(tracking_uri=uri)
+    cmd = [sys.executable, "-m", "imlca", "sweep", sweep_file(tmp_path)]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and not any(r.info.status == "FINISHED" for r in trial_runs(client)):
+            assert first.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(1)
+        assert any(r.info.status == "FINISHED" for r in trial_runs(client)), "no trial finished in time"
+        time.sleep(3)  # into the second trial
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        first.wait(timeout=60)
+    before = {r.data.tags["imlca.trial_id"]: r.info.status for r in trial_runs(client)}
+    assert 1 <= list(before.values()).count("FINISHED") < 3
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600, start_new_session=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    runs = trial_runs(client)
+    ids = [r.data.tags["imlca.trial_id"] for r in runs]
+    assert len(runs) == 3 and len(set(ids)) == 3  # each trial exactly once
+    assert set(before) <= set(ids)  # the runs made before the kill were reused
+    assert sorted(r.data.params["align.lam"] for r in runs) == ["0.1", "0.3", "0.5"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = {m.step for m in client.get_metric_history(run.info.run_id, "A_t")}
+        assert steps == {0, 1, 2}
+    parents = [r for r in client.search_runs([runs[0].info.experiment_id]) if r.data.tags.get("imlca.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    experiments = list((tmp_path / "ray_results").iterdir())
+    assert len(experiments) == 1  # resumed in place, not a second experiment

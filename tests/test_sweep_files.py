@@ -8,13 +8,12 @@ from imlca.sweep_config import load_sweep
 from conftest import REPO
 
 SWEEPS = REPO / "sweeps"
-SWEEP_FILES = {"smoke.yaml", "embedded.yaml", "paper/table1.yaml", "paper/ablation.yaml"}
 PAPER = ["cifar100", "imagenet_r", "imagenet_a", "cub", "omnibenchmark", "vtab", "cars"]
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(SWEEPS)) for p in SWEEPS.rglob("*.yaml")))
 def test_every_file_loads(path):
-    if path in SWEEP_FILES:
+    if "\nbase: " in "\n" + (SWEEPS / path).read_text():  # a sweep names its base experiment
         load_sweep(SWEEPS / path)
     else:
         load_config(SWEEPS / path)
@@ -57,3 +56,24 @@ def test_extends_and_bad_sweeps(tmp_path):
     bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rnak: {{grid: [4]}}\n")
     with pytest.raises(ConfigError, match="lora.rnak"):
         load_sweep(bad)
+
+
+def test_search_algorithm_is_validated(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nsearch: bayes\n")
+    with pytest.raises(ConfigError, match="config key 'search': unknown value 'bayes'"):
+        load_sweep(bad)
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nsearch: optuna\nspace:\n  align.lam: {{grid: [0.1]}}\n")
+    with pytest.raises(ConfigError, match="optuna cannot search a grid"):
+        load_sweep(bad)
+
+
+def test_benchmarks_json_lists_the_registry(capsys):
+    import json
+
+    from imlca.cli import main
+
+    assert main(["benchmarks", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["digits_fashion20"] == {"name": "digits_fashion20", "num_classes": 20, "task_sizes": [4, 4, 4, 4, 4]}
+    assert rows["cars"]["task_sizes"] == [16] + [20] * 9 and set(PAPER) <= set(rows)

@@ -23,6 +23,7 @@ from imlca.errors import ConfigError
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SCHEDULERS = ("none", "asha")
+SEARCHERS = ("basic", "optuna")  # basic: Tune's grid + random sampling; optuna: TPE (pip install optuna)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SweepConfig:
     set: dict[str, Any] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     num_samples: int = 1  # repeats of the grid; random draws for choice/uniform/loguniform/randint
+    search: str = "basic"
     metric: str = "avg_acc"  # running Ā of the run's method, reported after every task
     mode: str = "max"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -55,6 +57,10 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.num_samples < 1:
             raise ConfigError("num_samples", f"must be >= 1 (got {self.num_samples})")
+        if self.search not in SEARCHERS:
+            raise ConfigError("search", f"unknown value '{self.search}'; use one of {', '.join(SEARCHERS)}")
+        if self.search == "optuna" and any("grid" in spec for spec in self.space.values()):
+            raise ConfigError("search", "optuna cannot search a grid; use choice instead of grid")
         if self.mode not in ("max", "min"):
             raise ConfigError("mode", f"unknown value '{self.mode}'; use max or min")
         if self.max_concurrent_trials < 1:

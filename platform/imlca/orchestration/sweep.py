@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
+from imlca.errors import UserError
 from imlca.orchestration.driver import ensure_ray, run_distributed
 from imlca.sweep_config import Sweep
 
@@ -58,6 +59,17 @@ def trial_resources(sweep: Sweep) -> tune.PlacementGroupFactory:
     return tune.PlacementGroupFactory([{}, worker], strategy="PACK")
 
 
+def _optuna():
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+        return OptunaSearch()
+    except (ImportError, AssertionError):
+        raise UserError("search: optuna needs the optuna package; pip install optuna, or use search: basic") from None
+
+
+SEARCHERS = {"basic": lambda: None, "optuna": _optuna}  # None: Tune's BasicVariantGenerator
+
+
 def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
     cfg = sweep.cfg
     scheduler = None
@@ -68,7 +80,7 @@ def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
-                               max_concurrent_trials=cfg.max_concurrent_trials)
+                               max_concurrent_trials=cfg.max_concurrent_trials, search_alg=SEARCHERS[cfg.search]())
     return tune.Tuner(wrapped_trainable(sweep), param_space=param_space(sweep), tune_config=tune_cfg,
                       run_config=run)
 

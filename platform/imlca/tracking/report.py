@@ -11,8 +11,9 @@ from imlca.tracking.store import PARENT_TAG, Tracker
 METRICS = ("avg_acc", "last_acc", "forgetting")
 
 
-def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
-    """(benchmark, method) → seed → metrics of the newest finished run; every method a run scored counts."""
+def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """(benchmark, merge rule, method) → seed → metrics of the newest finished run; every method a run scored
+    counts."""
     query = "attributes.status = 'FINISHED'"
     if parent:
         query += f" and tags.`{PARENT_TAG}` = '{parent}'"
@@ -25,7 +26,7 @@ def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str]
             continue
         for method in METHODS:
             if f"{method}/avg_acc" in metrics:
-                table[(tags["benchmark"], method)][int(tags["seed"])] = {
+                table[(tags["benchmark"], tags["merge_rule"], method)][int(tags["seed"])] = {
                     m: metrics[f"{method}/{m}"] for m in METRICS if f"{method}/{m}" in metrics}
     return dict(table)
 
@@ -36,10 +37,10 @@ def mean_std(values: list[float]) -> str:
 
 
 def format_table(table: dict) -> list[str]:
-    lines = [f"{'benchmark':15s} {'method':7s} {'seeds':>5s}  {'Ā':>13s}  {'last':>13s}  {'forgetting':>13s}"]
-    for (benchmark, method), seeds in sorted(table.items()):
+    lines = [f"| benchmark | merge | method | seeds | Ā | last accuracy | forgetting |", "|---|---|---|---|---|---|---|"]
+    for (benchmark, rule, method), seeds in sorted(table.items()):
         cells = [mean_std([s[m] for s in seeds.values() if m in s]) for m in METRICS]
-        lines.append(f"{benchmark:15s} {METHOD_NAMES[method]:7s} {len(seeds):5d}  " + "  ".join(cells))
+        lines.append(f"| {benchmark} | {rule} | {METHOD_NAMES[method]} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -50,8 +51,8 @@ def format_paper(table: dict) -> list[str]:
     for benchmark, paper in TABLE1.items():
         cells = []
         for method in METHODS:
-            seeds = table.get((benchmark, method), {})
-            values = [s["avg_acc"] for s in seeds.values()]
+            values = [s["avg_acc"] for (b, _, m), seeds in table.items() if (b, m) == (benchmark, method)
+                      for s in seeds.values()]
             if values:
                 diff = statistics.fmean(values) - paper[method]
                 cells.append(f"{mean_std(values):>15s} {paper[method]:6.2f} {diff:+6.2f}")

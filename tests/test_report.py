@@ -1,0 +1,34 @@
+"""`imlca report` reads finished runs back from a real sqlite MLflow store."""
+import pytest
+
+from imlca.tracking.report import collect, format_paper, format_table
+from imlca.tracking.store import Tracker
+
+
+def log_run(tracker, benchmark, seed, values, rule="ties", status="FINISHED"):
+    run = tracker.start_run(f"{benchmark}-{seed}", {"seed": seed}, {"benchmark": benchmark, "seed": seed,
+                                                                    "merge_rule": rule, "imlca.kind": "trial"})
+    metrics = {f"{m}/{k}": v for m, row in values.items() for k, v in zip(("avg_acc", "last_acc", "forgetting"), row)}
+    tracker.log_metrics(run, metrics, step=0)
+    tracker.end_run(run, status)
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    return Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp")
+
+
+def test_report_means_and_stds_over_seeds(tracker, capsys):
+    log_run(tracker, "cifar100", 1993, {"im": (90.0, 80.0, 5.0), "im_lca": (94.0, 90.0, 2.0)})
+    log_run(tracker, "cifar100", 1994, {"im": (92.0, 82.0, 7.0), "im_lca": (95.0, 91.0, 3.0)})
+    log_run(tracker, "cifar100", 1995, {"im": (1.0, 1.0, 1.0)}, status="FAILED")  # not counted
+    table = collect(tracker)
+    assert set(table) == {("cifar100", "ties", "im"), ("cifar100", "ties", "im_lca")}
+    lines = format_table(table)
+    # im: mean(90, 92) = 91, sample std = sqrt(((90-91)^2 + (92-91)^2) / 1) = 1.414
+    assert lines[2] == "| cifar100 | ties | IM | 2 |  91.00 ± 1.41 |  81.00 ± 1.41 |   6.00 ± 1.41 |"
+    paper = format_paper(table)
+    cifar = next(line for line in paper if line.startswith("cifar100"))
+    # IM: 91.00 - 92.82 = -1.82; IM+LCA: 94.5 - 94.80 = -0.30; IM+CA: no runs
+    assert "-1.82" in cifar and "-0.30" in cifar and "94.00" in cifar
+    assert cifar.count("±") == 2

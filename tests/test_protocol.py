@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from imlca.config import load_config
-from imlca.core.metrics import average_incremental_accuracy, forgetting, last_accuracy
+from imlca.core.metrics import average_incremental_accuracy, forgetting
 from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint
 from imlca.engine.protocol import run_protocol
 from imlca.errors import CheckpointError

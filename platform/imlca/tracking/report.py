@@ -37,7 +37,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def format_table(table: dict) -> list[str]:
-    lines = [f"| benchmark | merge | method | seeds | Ā | last accuracy | forgetting |", "|---|---|---|---|---|---|---|"]
+    lines = ["| benchmark | merge | method | seeds | Ā | last accuracy | forgetting |", "|---|---|---|---|---|---|---|"]
     for (benchmark, rule, method), seeds in sorted(table.items()):
         cells = [mean_std([s[m] for s in seeds.values() if m in s]) for m in METRICS]
         lines.append(f"| {benchmark} | {rule} | {METHOD_NAMES[method]} | {len(seeds)} | " + " | ".join(cells) + " |")

@@ -1,0 +1,150 @@
+"""Strict YAML → typed dataclasses, for any dataclass schema: unknown keys, wrong types and out-of-range values
+name their dotted key; `extends:` and dotted overrides; the flat dotted view used for MLflow params."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imlca.errors import ConfigError, ConfigFileError
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_is_instance(v, item) for v in value)
+    if origin is dict:
+        key_type, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_is_instance(k, key_type) and _is_instance(v, item)
+                                               for k, v in value.items())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys, wrong types and bad values name their dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(path, f"unknown key; valid keys here: {', '.join(sorted(names))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, path)
+        elif not _is_instance(value, hint):
+            raise ConfigError(path, f"expected {_type_name(hint)}, got {value!r}")
+        else:
+            kwargs[key] = float(value) if hint is float else value
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise err.under(prefix) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """`{"lora.rank": 64, ...}`: the view logged as MLflow params and used for sweep keys."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, path + ".")
+            else:
+                out[path] = value
+
+    walk(to_dict(cfg), "")
+    return out
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating levels; the key is checked later by `from_dict`."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(key, f"'{part}' is a value, not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` → ("a.b", yaml-parsed c)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "an override is written key=value, e.g. --set lora.rank=16")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigFileError(str(path), "file not found; pass the path of a YAML config such as sweeps/default.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigFileError(str(path), f"malformed YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(str(path), "the top level must be a mapping of sections")
+    return data
+
+
+def deep_update(base: dict, updates: dict) -> dict:
+    out = dict(base)
+    for key, value in updates.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_tree(path: str | Path, seen: tuple = ()) -> dict:
+    """A config file as a nested dict; `extends: other.yaml` (relative to the file) is read first, then overlaid."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise ConfigFileError(str(path), "'extends' forms a cycle; remove one of the extends keys")
+    tree = read_yaml(path)
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigFileError(str(path), "'extends' must be the path of another YAML config")
+    return deep_update(read_config_tree(path.parent / parent, (*seen, path)), tree)
+
+
+def merge_trees(base: dict, updates: dict[str, Any]) -> dict:
+    """Copy of `base` with dotted `updates` applied (used by sweeps)."""
+    tree = copy.deepcopy(base)
+    for key, value in updates.items():
+        set_dotted(tree, key, value)
+    return tree

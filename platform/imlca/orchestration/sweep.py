@@ -80,7 +80,8 @@ def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
-                               max_concurrent_trials=cfg.max_concurrent_trials, search_alg=SEARCHERS[cfg.search]())
+                               max_concurrent_trials=cfg.max_concurrent_trials, search_alg=SEARCHERS[cfg.search](),
+                               reuse_actors=True)  # a trial process keeps torch & co imported for the next
     return tune.Tuner(wrapped_trainable(sweep), param_space=param_space(sweep), tune_config=tune_cfg,
                       run_config=run)
 

@@ -1,6 +1,8 @@
 """`python -m imlca sweep`: check everything that can be checked, run the Tuner, print the best trial."""
 from __future__ import annotations
 
+import os
+
 from imlca.engine.runner import preflight
 from imlca.orchestration.driver import check_gpus, ensure_ray
 from imlca.orchestration.sweep import experiment_path, fit, trial_config
@@ -28,6 +30,8 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
         return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree,
                                     str(experiment_path(named)))]
 
+    # task checkpoints of short trials trip Tune's snapshot-frequency warning; the snapshots are wanted
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     grid = fit(sweep, make_callbacks, resume)
     for error in grid.errors:
         print(f"trial failed: {str(error).splitlines()[0]}")

@@ -24,6 +24,18 @@ SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v
             "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
 
 
+class ProgressCallback(tune.Callback):
+    """One line per trial and task on the driver (the trials' own logs stay in Ray's log files)."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        settings = ", ".join(f"{k}={v}" for k, v in trial.config.items())
+        print(f"[{trial.trial_id}] {settings or 'base'}: task {result['task']} A_t={result['A_t']:.2f} "
+              f"avg_acc={result['avg_acc']:.2f}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
+
+
 def param_space(sweep: Sweep) -> dict:
     """Dotted config keys → Tune domains."""
     return {key: SAMPLERS[kind](values) for key, spec in sweep.cfg.space.items() for kind, values in spec.items()}
@@ -112,5 +124,5 @@ def fit(sweep: Sweep, make_callbacks, resume: bool = False):
                                    resume_errored=True)
     else:
         sweep.name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tuner = build_tuner(sweep, make_callbacks(sweep))
+        tuner = build_tuner(sweep, [ProgressCallback(), *make_callbacks(sweep)])
     return tuner.fit()

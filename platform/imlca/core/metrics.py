@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from torch import Tensor
 
 AccuracyMatrix = Sequence[Sequence[float]] | Tensor
@@ -69,3 +70,19 @@ def task_accuracies(predictions: Tensor, targets: Tensor, task_bounds: list[tupl
             raise ValueError(f"no samples with targets in [{lo}, {hi})")
         result.append(100.0 * int((correct & in_task).sum()) / n)
     return result
+
+
+# --- robustness: percentages over numpy predictions ------------------------------------------------------------
+
+def top1(predictions: np.ndarray, targets: np.ndarray) -> float:
+    return 100.0 * float(np.mean(predictions == targets))
+
+
+def flip_rate(predictions: np.ndarray, first_frame: bool) -> float:
+    """Percent of frame pairs whose predictions differ, averaged over sequences; predictions [N, T], T ≥ 2.
+
+    Pairs are (t−1, t) for t = 1..T−1, or (0, t) where `first_frame`. Every sequence has T−1 pairs, so the mean
+    of the per-sequence fractions is the mean over all pairs.
+    """
+    reference = predictions[:, :1] if first_frame else predictions[:, :-1]  # [N, 1] or [N, T−1]
+    return 100.0 * float(np.mean(predictions[:, 1:] != reference))

@@ -17,6 +17,7 @@ import torch
 
 from imlca.data.corruptions import (C_LAYOUT, CORRUPTIONS, P_LAYOUT, PERTURBATIONS, SEVERITIES,
                                     generate_corruptions, present, read_corruption, read_perturbation)
+from imlca.core.metrics import flip_rate, top1  # noqa: F401  (flip_rate: part of this module's API)
 from imlca.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -46,24 +47,10 @@ def predict_images(predict: Predict, images: np.ndarray, transform: Transform, b
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def top1(predictions: np.ndarray, targets: np.ndarray) -> float:
-    return 100.0 * float(np.mean(predictions == targets))
-
-
 def compares_to_first_frame(perturbation: str) -> bool:
     """Hendrycks' rule (`'noise' in name`, so also `gaussian_noise_2`/`_3`): noise sequences are not
     temporally related, so each frame is compared with the first instead of with the previous one."""
     return "noise" in perturbation
-
-
-def flip_rate(predictions: np.ndarray, first_frame: bool) -> float:
-    """Percent of frame pairs whose predictions differ, averaged over sequences; predictions [N, T], T ≥ 2.
-
-    Pairs are (t−1, t) for t = 1..T−1, or (0, t) where `first_frame`. Every sequence has T−1 pairs, so the mean
-    of the per-sequence fractions is the mean over all pairs.
-    """
-    reference = predictions[:, :1] if first_frame else predictions[:, :-1]  # [N, 1] or [N, T−1]
-    return 100.0 * float(np.mean(predictions[:, 1:] != reference))
 
 
 def _check_severities(severities: Sequence[int]) -> None:

@@ -66,3 +66,17 @@ def test_the_import_scan_sees_absolute_and_relative_imports(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("import ray.tune\nfrom mlflow import log_metric\nfrom ..tracking import x\nfrom . import lca\n")
     assert _imports(sample) == ["ray.tune", "mlflow", "imlca.tracking", "imlca.core"]
+
+
+def test_ray_and_mlflow_stay_in_their_layers():
+    """Ray is imported in orchestration/ only, MLflow in tracking/ only (DESIGN §3)."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "platform" / "imlca"
+    layers = {"ray": "orchestration", "mlflow": "tracking"}
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        for library, layer in layers.items():
+            if re.search(rf"^\s*(import|from) {library}\b", text, re.MULTILINE):
+                assert path.relative_to(package).parts[0] == layer, f"{path} imports {library}"

@@ -15,24 +15,25 @@ from imlca.bench.measure import Goal, Measurement, Settings
 @dataclass(frozen=True)
 class Benchmark:
     goal: Goal
-    target: str  # "module:function" under imlca.bench; the function takes Settings and returns a Measurement
+    target: str  # "module:function"; the function takes Settings and returns a Measurement (Ray ones live in
+    # imlca.orchestration, the only package that imports Ray)
 
     def load(self) -> Callable[[Settings], Measurement]:
         module, function = self.target.split(":")
-        return getattr(importlib.import_module(f"imlca.bench.{module}"), function)
+        return getattr(importlib.import_module(module), function)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "lora_worker": Benchmark(Goal("<=", 1.05, "x", "LoRA training inside a TaskWorker / the same loop in-process"),
-                             "workers:bench_lora_worker"),
+                             "imlca.orchestration.bench_workers:bench_lora_worker"),
     "merge": Benchmark(Goal("<=", 1.5, "x", "running merge (ties, max_abs; factors, ΔW) / one torch.where pass"),
-                       "merging:bench_merge"),
+                       "imlca.bench.merging:bench_merge"),
     "bank": Benchmark(Goal(">=", 5.0, "x", "MultivariateNormal per class / GaussianBank.sample (speed-up)"),
-                      "sampling:bench_bank"),
+                      "imlca.bench.sampling:bench_bank"),
     "handoff": Benchmark(Goal("<=", 2.0, "x", "adapter actor → object store → actor / in-process clone"),
-                         "workers:bench_handoff"),
+                         "imlca.orchestration.bench_workers:bench_handoff"),
     "sweep": Benchmark(Goal("<=", 1.10, "x", "N trials through Tune + MLflow / the same N runs one after another"),
-                       "sweeps:bench_sweep"),
+                       "imlca.bench.sweeps:bench_sweep"),
     "gpu": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA training, 224 px, bf16: model FLOP utilisation"),
-                     "gpu:bench_gpu"),
+                     "imlca.bench.gpu:bench_gpu"),
 }

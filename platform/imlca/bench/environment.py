@@ -1,9 +1,7 @@
-"""The experiments the Ray benchmarks run, and the local Ray cluster they share (started once, stopped at the end)."""
+"""The experiments the Ray benchmarks run."""
 from __future__ import annotations
 
 import copy
-import os
-import sys
 
 # sweeps/tiny.yaml: 6 synthetic classes in 3 tasks, a two-block ViT at 16 px (random init); a run takes seconds
 TINY = {
@@ -30,23 +28,3 @@ def experiment_tree(base: dict, num_cpus: int) -> dict:
     tree = copy.deepcopy(base)
     tree["resources"] = {"num_cpus": float(num_cpus), "num_gpus": 0.0}
     return tree
-
-
-def local_ray(num_cpus: int) -> None:
-    """Join $RAY_ADDRESS, or start a local cluster of `num_cpus` CPUs (once per process) whose workers' logs stay
-    in Ray's log folder: Tune's per-checkpoint lines would break up the table."""
-    import ray
-
-    from imlca.orchestration.driver import ensure_ray
-
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        ensure_ray()
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-
-
-def stop_ray() -> None:
-    """Shut Ray down if a benchmark started it (Ray is never imported here otherwise)."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from imlca.bench.environment import TINY, experiment_tree, local_ray
+from imlca.bench.environment import TINY, experiment_tree
 from imlca.bench.measure import Measurement, Settings, divide, rounds, wall
 
 KEY = "align.lam"  # the swept key: it changes only the heads, so every trial does the same amount of work
@@ -56,7 +56,9 @@ def tune_sweep(tree: dict, values: list[float], root: Path, codes: list[int]) ->
 def bench_sweep(settings: Settings) -> Measurement:
     values, repeats = [0.1, 0.5], (1 if settings.quick else 2)
     tree = experiment_tree(TINY, 1)
-    local_ray(max(2, settings.threads))
+    from imlca.orchestration.driver import ensure_ray  # Ray is imported by orchestration/ only
+
+    ensure_ray(max(2, settings.threads))
     codes: list[int] = []
     with tempfile.TemporaryDirectory(prefix="imlca-bench-sweep-") as tmp, environment(
             MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",  # launch_sweep reads it before the config's URI

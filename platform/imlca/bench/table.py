@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from imlca.bench import BENCHMARKS
-from imlca.bench.environment import stop_ray
 from imlca.bench.measure import Measurement, Result, Settings
 from imlca.errors import UserError
 
@@ -110,7 +109,10 @@ def run_benchmarks(names: list[str], settings: Settings, json_path: Path | None,
             if json_path is not None:
                 write_json(json_path, settings, results, time.perf_counter() - start)
     finally:
-        stop_ray()
+        if "ray" in sys.modules:  # only when a benchmark used Ray: importing the driver imports Ray
+            from imlca.orchestration.driver import shutdown_ray
+
+            shutdown_ray()
     verdicts = [r.passed for r in results]
     show(f"{verdicts.count(True)} of {len(results)} goals met, {verdicts.count(False)} missed, "
          f"{verdicts.count(None)} not judged; wall time {time.perf_counter() - start:.1f} s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 AccuracyMatrix = Sequence[Sequence[float]] | Tensor
@@ -70,6 +71,12 @@ def task_accuracies(predictions: Tensor, targets: Tensor, task_bounds: list[tupl
             raise ValueError(f"no samples with targets in [{lo}, {hi})")
         result.append(100.0 * int((correct & in_task).sum()) / n)
     return result
+
+
+def predict(features: Tensor, heads: Sequence[Tensor]) -> Tensor:
+    """Class positions [N]: argmax over all seen classes of features [N, D] @ cat(heads)ᵀ [D, C]."""
+    weight = torch.cat(list(heads)).to(features)
+    return (features @ weight.T).argmax(dim=1)
 
 
 # --- robustness: percentages over numpy predictions ------------------------------------------------------------

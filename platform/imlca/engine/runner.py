@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from imlca.config import ExperimentConfig
 from imlca.core.gaussian_bank import GaussianBank
-from imlca.core.metrics import task_accuracies
+from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
 from imlca.data.transforms import build_transform
 from imlca.engine.adapters import MERGE_SPACES
@@ -101,8 +101,7 @@ class TaskRunner:
         bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
         rows = {}
         for method, weights in heads.items():
-            predictions = (feats @ torch.cat(weights).T.float()).argmax(dim=1)  # [N, D] @ [D, C] → [N]
-            rows[method] = task_accuracies(predictions, targets, bounds)
+            rows[method] = task_accuracies(predict(feats, weights), targets, bounds)
         return rows
 
     def robustness(self, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, float]:
@@ -113,14 +112,12 @@ class TaskRunner:
         self.model.freeze_statistics()
 
         def predictor(weights: list[torch.Tensor]):
-            w = torch.cat(weights).to(self.device)
-
             @torch.no_grad()
-            def predict(images: torch.Tensor) -> torch.Tensor:
+            def predict_images(images: torch.Tensor) -> torch.Tensor:
                 with autocast(self.device, self.cfg.train.precision):
                     feats = self.model.features(images.to(self.device))
-                return (feats.float() @ w.T.float()).argmax(dim=1).cpu()  # [B, D] @ [D, C] → [B]
-            return predict
+                return predict(feats.float(), weights).cpu()
+            return predict_images
 
         predictors = {m: predictor(ws) for m, ws in heads.items()}
         return robustness_metrics(self.cfg.robustness, predictors, self.test_tf, self.benchmark.test,

@@ -1,4 +1,5 @@
-"""The incremental model: frozen timm backbone with LoRA, optional trainable LayerNorm, growing heads."""
+"""The incremental model: frozen timm backbone with LoRA and an optional trainable LayerNorm (heads live in the
+merge state: one set per method)."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,6 @@ from torch import nn
 
 from imlca.config import ExperimentConfig
 from imlca.models.backbone import BACKBONES, create_backbone
-from imlca.models.heads import IncrementalClassifier
 from imlca.models.lora import adapter_state, attach_lora, load_adapter_state
 
 LN_PREFIX = "ln."  # adapter keys of the optional LayerNorm, merged like the LoRA factors
@@ -16,21 +16,15 @@ class IncrementalModel(nn.Module):
     def __init__(self, backbone: nn.Module, layer_norm: bool):
         super().__init__()
         self.backbone = backbone
-        dim = backbone.num_features
-        self.ln = nn.LayerNorm(dim) if layer_norm else nn.Identity()
-        self.classifier = IncrementalClassifier(dim)
-
-    @property
-    def dim(self) -> int:
-        return self.classifier.dim
+        self.dim = backbone.num_features
+        self.ln = nn.LayerNorm(self.dim) if layer_norm else nn.Identity()
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] → [B, D] pooled pre-logits features (CLS token for ViTs)."""
         pooled = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
         return self.ln(pooled)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(images))
+    forward = features
 
     def freeze_statistics(self) -> "IncrementalModel":
         """Eval mode everywhere: BatchNorm running statistics and dropout stay fixed while LoRA trains (DESIGN §5)."""

@@ -36,6 +36,12 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
+def shutdown_ray() -> None:
+    """Shut Ray down if something in this process started or joined it."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def check_gpus(cfg: ExperimentConfig) -> None:
     """Refuse early a GPU request that the cluster can never satisfy."""
     wanted = cfg.resources.num_gpus

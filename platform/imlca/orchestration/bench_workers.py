@@ -1,18 +1,19 @@
-"""Ray's costs on the data path: `lora_worker` (training inside a TaskWorker) and `handoff` (the object store).
-
-Ray is imported inside the functions only: the rest of the bench runs without it.
-"""
+"""Ray's costs on the data path, for `imlca bench`: `lora_worker` (training inside a TaskWorker) and `handoff`
+(the object store). Here rather than in imlca/bench because Ray is imported in orchestration/ only; the bench
+registry imports this module only when one of these benchmarks runs."""
 from __future__ import annotations
 
 import os
 import time
 
+import ray
 import torch
 
-from imlca.bench.environment import LITE0, TINY, experiment_tree, local_ray
+from imlca.bench.environment import LITE0, TINY, experiment_tree
 from imlca.bench.measure import Measurement, Seconds, Settings, divide, rounds, wall
 from imlca.bench.merging import adapter
 from imlca.orchestration.convert import output_to_wire, to_numpy, to_torch
+from imlca.orchestration.driver import ensure_ray
 
 
 def train_in_actor(worker, task: int, merged: dict) -> tuple[float, dict]:
@@ -32,15 +33,13 @@ def niceness(_actor) -> int:
 def bench_lora_worker(settings: Settings) -> Measurement:
     """TaskRunner.train of task 0 (train_task + the new classes' statistics) in this process vs in a TaskWorker
     holding as many CPUs as this process has torch threads. Actor start-up is excluded from both times."""
-    import ray
-
     from imlca.config import ExperimentConfig, from_dict
     from imlca.engine.runner import TaskRunner
     from imlca.orchestration.actors import TaskWorker
 
     n, repeats = settings.threads, (3 if settings.quick else 5)
     tree = experiment_tree(TINY if settings.quick else LITE0, n)
-    local_ray(max(2, n))
+    ensure_ray(max(2, n))
     worker = TaskWorker.options(num_cpus=n).remote(tree, n)
     try:
         theta0 = ray.get(worker.setup.remote())[0]
@@ -97,10 +96,8 @@ def bench_handoff(settings: Settings) -> Measurement:
     """Actor → object store → actor (`receiver.receive(sender.send())`, as run_task chains train → integrate) vs
     an in-process clone of the same tensors. Also: the same two calls carrying nothing (the fixed cost of two
     actor calls), and ray.put + ray.get + copy within this process."""
-    import ray
-
     layers, repeats = 12, (5 if settings.quick else 20)
-    local_ray(max(2, settings.threads))
+    ensure_ray(max(2, settings.threads))
     sender = ray.remote(num_cpus=0)(Sender).remote(layers)
     receiver = ray.remote(num_cpus=0)(Receiver).remote()
     try:

@@ -10,23 +10,12 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
+TINY = REPO / "sweeps" / "tiny.yaml"  # a run of seconds: 6 synthetic classes in 3 tasks, a two-block ViT at 16 px
+
+
 def tiny_overrides(**extra) -> list[str]:
-    """A run of seconds: 6 synthetic classes in 3 tasks, a two-block ViT at 16 px, one epoch."""
-    values = {
-        "data.benchmark": "synthetic", "data.image_size": 16, "data.crop_scale_min": 0.8, "data.hflip": False,
-        "model.backbone": "vit_test_tiny", "model.pretrained": False, "lora.rank": 4, "lora.alpha": 8,
-        "train.epochs": 4, "train.batch_size": 16, "train.lr": 0.04, "align.samples_per_class": 32,
-        "align.epochs": 3, "align.batch_size": 32, "align.compare": "[im, im_ca]", "output_dir": "outputs",
-    }
-    values.update(extra)
-    return [f"{k}={v}" for k, v in values.items()]
-
-
-@pytest.fixture
-def tiny_cfg():
-    from imlca.config import load_config
-
-    return load_config(None, tiny_overrides())
+    """`--set` strings for changes to sweeps/tiny.yaml (load with `load_config(TINY, tiny_overrides(...))`)."""
+    return [f"{k}={v}" for k, v in extra.items()]
 
 
 @pytest.fixture(scope="session")

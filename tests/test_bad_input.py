@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import TINY as TINY_PATH
 
-TINY = str(REPO / "sweeps" / "tiny.yaml")
+TINY = str(TINY_PATH)
 
 
 def closed_port() -> int:

@@ -11,7 +11,7 @@ from imlca.config import load_config
 from imlca.engine.protocol import run_protocol
 from imlca.orchestration.driver import run_distributed
 
-from conftest import tiny_overrides
+from conftest import TINY, tiny_overrides
 
 
 def actor_pids(name: str) -> list[int]:
@@ -31,7 +31,7 @@ def kill(pid: int) -> None:
 
 @pytest.fixture(scope="module")
 def undisturbed():
-    return run_protocol(load_config(None, tiny_overrides()))
+    return run_protocol(load_config(TINY, tiny_overrides()))
 
 
 def test_task_worker_killed_mid_task(ray_cluster, undisturbed, tmp_path):
@@ -53,7 +53,7 @@ def test_task_worker_killed_mid_task(ray_cluster, undisturbed, tmp_path):
         else:
             seen_after.extend(actor_pids("TaskWorker"))
 
-    result = run_distributed(load_config(None, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
+    result = run_distributed(load_config(TINY, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
     assert killed, "the TaskWorker was never caught mid-task"
     assert seen_after and killed[0] not in seen_after  # a new worker process finished the run
     assert result.acc == undisturbed.acc
@@ -68,7 +68,7 @@ def test_merge_actor_killed_between_tasks(ray_cluster, undisturbed, tmp_path):
             killed.append(pid)
             kill(pid)
 
-    result = run_distributed(load_config(None, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
+    result = run_distributed(load_config(TINY, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
     assert killed
     assert result.acc == undisturbed.acc
     assert [r["avg_acc"] for r in result.reports] == [r["avg_acc"] for r in undisturbed.reports]

@@ -5,11 +5,11 @@ from imlca.config import load_config
 from imlca.engine.protocol import run_protocol
 from imlca.orchestration.driver import run_distributed
 
-from conftest import tiny_overrides
+from conftest import TINY, tiny_overrides
 
 
 def test_distributed_equals_in_process(ray_cluster, tmp_path):
-    cfg = load_config(None, tiny_overrides())
+    cfg = load_config(TINY, tiny_overrides())
     local = run_protocol(cfg)
     remote = run_distributed(cfg, checkpoint_dir=tmp_path)
     assert remote.acc == local.acc

@@ -5,13 +5,13 @@ import torch
 from imlca.config import load_config
 from imlca.engine.runner import TaskRunner
 
-from conftest import tiny_overrides
+from conftest import TINY, tiny_overrides
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
 def test_task_trains_in_bf16_on_cuda():
-    cfg = load_config(None, tiny_overrides(**{"train.device": "cuda", "train.precision": "bf16"}))
+    cfg = load_config(TINY, tiny_overrides(**{"train.device": "cuda", "train.precision": "bf16"}))
     runner = TaskRunner(cfg)
     out = runner.train(0, runner.theta0())
     assert next(runner.model.parameters()).is_cuda

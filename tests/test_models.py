@@ -8,7 +8,7 @@ from imlca.models.backbone import _lite0_wheel_weights, create_backbone
 from imlca.models.lora import lora_modules
 from imlca.models.model import build_model
 
-from conftest import tiny_overrides
+from conftest import TINY, tiny_overrides
 
 
 def test_lite0_loads_the_wheel_weights_by_order():
@@ -20,7 +20,7 @@ def test_lite0_loads_the_wheel_weights_by_order():
 
 
 def test_lora_targets_only_the_attention_qkv_and_theta0_is_seeded():
-    cfg = load_config(None, tiny_overrides())
+    cfg = load_config(TINY, tiny_overrides())
     model = build_model(cfg)
     assert sorted(lora_modules(model.backbone)) == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -30,12 +30,12 @@ def test_lora_targets_only_the_attention_qkv_and_theta0_is_seeded():
         assert torch.equal(value, again[key])
         if "lora_B" in key:
             assert torch.count_nonzero(value) == 0  # B0 = 0: θ0 leaves the backbone unchanged
-    other = build_model(load_config(None, tiny_overrides(seed=7))).adapter()
+    other = build_model(load_config(TINY, tiny_overrides(seed=7))).adapter()
     assert any(not torch.equal(v, other[k]) for k, v in model.adapter().items())
 
 
 def test_lite0_lora_on_1x1_convs_and_frozen_batchnorm():
-    cfg = load_config(None, tiny_overrides(**{"model.backbone": "tf_efficientnet_lite0", "lora.rank": 2,
+    cfg = load_config(TINY, tiny_overrides(**{"model.backbone": "tf_efficientnet_lite0", "lora.rank": 2,
                                              "data.image_size": 32}))
     model = build_model(cfg)
     assert len(lora_modules(model.backbone)) == 31  # conv_pw of block 0.0 + conv_pw/conv_pwl of 15 IR blocks
@@ -50,7 +50,7 @@ def test_lite0_lora_on_1x1_convs_and_frozen_batchnorm():
 
 def test_delta_space_reproduces_the_factor_model():
     """W0 + s·B·A folded into the base with LoRA at θ0 computes the same features as the LoRA factors."""
-    cfg = load_config(None, tiny_overrides())
+    cfg = load_config(TINY, tiny_overrides())
     model = build_model(cfg)
     torch.manual_seed(0)
     trained = {k: torch.randn_like(v) * 0.1 for k, v in model.adapter().items()}

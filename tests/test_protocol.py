@@ -10,13 +10,13 @@ from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint
 from imlca.engine.protocol import run_protocol
 from imlca.errors import CheckpointError
 
-from conftest import tiny_overrides
+from conftest import TINY, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def reference():
     """One uninterrupted tiny run (3 tasks × 2 classes), shared by the tests below."""
-    return run_protocol(load_config(None, tiny_overrides()))
+    return run_protocol(load_config(TINY, tiny_overrides()))
 
 
 def test_protocol_numbers(reference):
@@ -41,7 +41,7 @@ def test_protocol_numbers(reference):
 
 
 def test_same_seed_same_numbers_other_seed_other_order(reference):
-    again = run_protocol(load_config(None, tiny_overrides()))
+    again = run_protocol(load_config(TINY, tiny_overrides()))
     assert again.acc == reference.acc
     for key, value in reference.merged.items():
         assert torch.equal(value, again.merged[key])
@@ -49,7 +49,7 @@ def test_same_seed_same_numbers_other_seed_other_order(reference):
 
 @pytest.mark.parametrize("stop_after", [0, 1])
 def test_resume_after_each_task_is_bit_identical(reference, tmp_path, stop_after):
-    cfg = load_config(None, tiny_overrides())
+    cfg = load_config(TINY, tiny_overrides())
 
     class Killed(Exception):
         pass
@@ -71,12 +71,12 @@ def test_resume_after_each_task_is_bit_identical(reference, tmp_path, stop_after
 
 
 def test_checkpoint_corruption_and_mismatch_are_refused(tmp_path):
-    cfg = load_config(None, tiny_overrides(**{"data.task_sizes": "[2, 4]"}))
+    cfg = load_config(TINY, tiny_overrides(**{"data.task_sizes": "[2, 4]"}))
     run_protocol(cfg, checkpoint_dir=tmp_path)
     folder = latest_checkpoint(tmp_path)
     tensors, meta = load_checkpoint(folder)
     assert meta["tasks_merged"] == 2 and json.loads((folder / "meta.json").read_text())["task"] == 1
-    other = load_config(None, tiny_overrides(**{"data.task_sizes": "[2, 4]", "align.lam": 0.5}))
+    other = load_config(TINY, tiny_overrides(**{"data.task_sizes": "[2, 4]", "align.lam": 0.5}))
     with pytest.raises(CheckpointError, match="different experiment config"):
         run_protocol(other, checkpoint_dir=tmp_path)
     data = bytearray((folder / "state.safetensors").read_bytes())
@@ -100,7 +100,7 @@ def test_robustness_is_logged_with_the_run(tmp_path):
     np.save(c_dir / "fog.npy", np.concatenate([clean] * 5))
     np.save(c_dir / "labels.npy", np.concatenate([test.labels] * 5))
     np.save(p_dir / "brightness.npy", np.stack([clean, clean, clean], axis=1))
-    cfg = load_config(None, tiny_overrides(**{"data.task_sizes": "[2, 4]", "robustness.corruptions_dir": str(c_dir),
+    cfg = load_config(TINY, tiny_overrides(**{"data.task_sizes": "[2, 4]", "robustness.corruptions_dir": str(c_dir),
                                               "robustness.perturbations_dir": str(p_dir)}))
     result = run_protocol(cfg)
     last = result.reports[-1]

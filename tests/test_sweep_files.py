@@ -42,29 +42,23 @@ def test_ablation_covers_the_five_axes():
     assert set(space) == {"align.lam", "merge.alpha", "lora.rank", "merge.rule", "merge.space"}
 
 
-def test_extends_and_bad_sweeps(tmp_path):
+def test_extends_overlays_its_parent(tmp_path):
     (tmp_path / "child.yaml").write_text(f"extends: {SWEEPS / 'tiny.yaml'}\nlora:\n  rank: 2\n")
     cfg = load_config(tmp_path / "child.yaml")
     assert cfg.lora.rank == 2 and cfg.lora.alpha == 8.0 and cfg.data.benchmark == "synthetic"
+
+
+@pytest.mark.parametrize("body, match", [
+    ("space:\n  lora.rank: {grid: [4, 0]}\n", "config key 'lora.rank': must be >= 1"),
+    ("space:\n  lora.rank: {normal: [4, 8]}\n", "space.lora.rank"),
+    ("space:\n  lora.rnak: {grid: [4]}\n", "lora.rnak"),
+    ("search: bayes\n", "config key 'search': unknown value 'bayes'"),
+    ("search: optuna\nspace:\n  align.lam: {grid: [0.1]}\n", "optuna cannot search a grid"),
+])
+def test_bad_sweeps_are_refused_naming_the_key(tmp_path, body, match):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rank: {{grid: [4, 0]}}\n")
-    with pytest.raises(ConfigError, match="config key 'lora.rank': must be >= 1"):
-        load_sweep(bad)
-    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rank: {{normal: [4, 8]}}\n")
-    with pytest.raises(ConfigError, match="space.lora.rank"):
-        load_sweep(bad)
-    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nspace:\n  lora.rnak: {{grid: [4]}}\n")
-    with pytest.raises(ConfigError, match="lora.rnak"):
-        load_sweep(bad)
-
-
-def test_search_algorithm_is_validated(tmp_path):
-    bad = tmp_path / "s.yaml"
-    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nsearch: bayes\n")
-    with pytest.raises(ConfigError, match="config key 'search': unknown value 'bayes'"):
-        load_sweep(bad)
-    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nsearch: optuna\nspace:\n  align.lam: {{grid: [0.1]}}\n")
-    with pytest.raises(ConfigError, match="optuna cannot search a grid"):
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\n{body}")
+    with pytest.raises(ConfigError, match=match):
         load_sweep(bad)
 
 

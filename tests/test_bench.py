@@ -12,7 +12,7 @@ import torch
 
 from imlca.bench.gpu import bench_gpu, peak_flops
 from imlca.bench.measure import Goal, Measurement, Result, Settings, rounds
-from imlca.bench.sampling import moments, moments_ok
+from imlca.bench.bank_sampling import moments, moments_ok
 from imlca.bench.table import format_result
 from imlca.cli import main
 from imlca.core.gaussian_bank import GaussianBank

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from imlca.config import load_config
-from imlca.engine.adapters import DELTA_PREFIX, MERGE_SPACES
+from imlca.engine.merge_spaces import DELTA_PREFIX, MERGE_SPACES
 from imlca.engine.loops import train_task
 from imlca.models.backbone import _lite0_wheel_weights, create_backbone
 from imlca.models.lora import lora_modules

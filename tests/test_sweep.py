@@ -5,7 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from imlca.orchestration.launch import launch_sweep
-from imlca.sweep_config import load_sweep
+from imlca.config.sweep import load_sweep
 from imlca.tracking.store import PARENT_TAG
 
 from conftest import REPO

@@ -3,7 +3,7 @@ import pytest
 
 from imlca.config import load_config
 from imlca.errors import ConfigError
-from imlca.sweep_config import load_sweep
+from imlca.config.sweep import load_sweep
 
 from conftest import REPO
 

@@ -16,7 +16,7 @@ from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
 from imlca.data.transforms import build_transform
-from imlca.engine.adapters import MERGE_SPACES
+from imlca.engine.merge_spaces import MERGE_SPACES
 from imlca.engine.loops import autocast, extract_features, train_task
 from imlca.engine.seeding import derive_seed, generator
 from imlca.errors import ResourceError

@@ -14,7 +14,7 @@ import torch
 
 from imlca.config import ExperimentConfig, from_dict
 from imlca.engine.checkpoint import save_checkpoint
-from imlca.orchestration.convert import (heads_to_numpy, heads_to_torch, output_from_wire, output_to_wire,
+from imlca.orchestration.wire import (heads_to_numpy, heads_to_torch, output_from_wire, output_to_wire,
                                          to_numpy, to_torch)
 
 

@@ -11,8 +11,8 @@ import torch
 
 from imlca.bench.environment import LITE0, TINY, experiment_tree
 from imlca.bench.measure import Measurement, Seconds, Settings, divide, rounds, wall
-from imlca.bench.merging import adapter
-from imlca.orchestration.convert import output_to_wire, to_numpy, to_torch
+from imlca.bench.merge_speed import adapter
+from imlca.orchestration.wire import output_to_wire, to_numpy, to_torch
 from imlca.orchestration.driver import ensure_ray
 
 

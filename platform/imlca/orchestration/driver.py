@@ -20,7 +20,7 @@ from imlca.config import ExperimentConfig, to_dict
 from imlca.engine.protocol import Callback, RunResult, make_result
 from imlca.errors import ResourceError, UserError
 from imlca.orchestration.actors import LostMergeError, MergeActor, TaskWorker
-from imlca.orchestration.convert import heads_to_torch, to_torch
+from imlca.orchestration.wire import heads_to_torch, to_torch
 
 RETRIES = dict(max_restarts=3, max_task_retries=3)  # a killed actor is restarted and its call re-run
 

@@ -5,9 +5,9 @@ import os
 
 from imlca.engine.runner import preflight
 from imlca.orchestration.driver import check_gpus, ensure_ray
-from imlca.orchestration.sweep import experiment_path, fit, trial_config
-from imlca.orchestration.tracking_callback import MlflowSweepCallback
-from imlca.sweep_config import Sweep
+from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
+from imlca.orchestration.mlflow_callback import MlflowSweepCallback
+from imlca.config.sweep import Sweep
 from imlca.tracking.store import check_reachable, resolve_uri
 
 

@@ -5,7 +5,7 @@ import statistics
 from collections import defaultdict
 
 from imlca.config import METHODS
-from imlca.reference import METHOD_NAMES, TABLE1
+from imlca.paper_results import METHOD_NAMES, TABLE1
 from imlca.tracking.store import PARENT_TAG, Tracker
 
 METRICS = ("avg_acc", "last_acc", "forgetting")

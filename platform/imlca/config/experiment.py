@@ -12,8 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from imlca.config_loading import (deep_update, flatten, from_dict, merge_trees, parse_override,  # noqa: F401
-                                  read_config_tree, read_yaml, set_dotted, to_dict)
+from imlca.config.loading import flatten, from_dict, parse_override, read_config_tree, set_dotted, to_dict
 from imlca.errors import ConfigError
 
 METHODS = ("im", "im_ca", "im_lca")  # no alignment | λ = 0 (plain CE, SLCA-style) | LCA with λ

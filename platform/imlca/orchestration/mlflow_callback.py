@@ -14,7 +14,7 @@ from ray import tune
 
 from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
-from imlca.orchestration.sweep import trial_config
+from imlca.orchestration.tune_sweep import trial_config
 from imlca.tracking.runs import run_tags
 from imlca.tracking.store import TRIAL_TAG, Tracker, git_commit
 

@@ -18,7 +18,7 @@ from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
 from imlca.errors import UserError
 from imlca.orchestration.driver import ensure_ray, run_distributed
-from imlca.sweep_config import Sweep
+from imlca.config.sweep import Sweep
 
 SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
             "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}

@@ -37,7 +37,7 @@ def environment(**values: str):
 
 def direct_runs(tree: dict, values: list[float], root: Path) -> None:
     from imlca.orchestration.driver import run_distributed
-    from imlca.orchestration.sweep import trial_config
+    from imlca.orchestration.tune_sweep import trial_config
 
     for value in values:  # a fresh checkpoint folder each time: a used one would resume instead of training
         run_distributed(trial_config(tree, {KEY: value}), checkpoint_dir=Path(tempfile.mkdtemp(dir=root)))
@@ -45,7 +45,7 @@ def direct_runs(tree: dict, values: list[float], root: Path) -> None:
 
 def tune_sweep(tree: dict, values: list[float], root: Path, codes: list[int]) -> None:
     from imlca.orchestration.launch import launch_sweep
-    from imlca.sweep_config import Sweep, SweepConfig
+    from imlca.config.sweep import Sweep, SweepConfig
 
     storage = tempfile.mkdtemp(dir=root)
     cfg = SweepConfig(space={KEY: {"grid": values}}, max_concurrent_trials=1, max_failures=0, storage_path=storage)

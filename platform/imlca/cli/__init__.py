@@ -1,0 +1,35 @@
+"""`python -m imlca run|sweep|report|bench|benchmarks ...`. Bad input: one line on stderr, exit code 2.
+
+One module per command under imlca/cli/, each with `HELP`, `add_arguments(parser)` and `execute(args) -> int`;
+they import their heavy dependencies inside `execute`, so parsing and config errors cost well under a second.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from imlca.errors import UserError
+
+COMMANDS = ("run", "sweep", "report", "bench", "benchmarks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imlca", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"imlca.cli.{name}")
+        module.add_arguments(sub.add_parser(name, help=module.HELP))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return importlib.import_module(f"imlca.cli.{args.command}").execute(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

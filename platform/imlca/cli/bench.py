@@ -1,0 +1,30 @@
+"""`imlca bench`: the performance goals as measured ratios, in one run."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "measure the DESIGN §6 performance targets as ratios in one run"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this benchmark (repeatable): lora_worker, merge, bank, handoff, sweep, gpu")
+    p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (seconds, for tests)")
+    p.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads in this process = CPUs of the TaskWorker it is compared with (default: 1)")
+    p.add_argument("--strict", action="store_true", help="exit with 1 when a goal is missed")
+
+
+def execute(args: argparse.Namespace) -> int:
+    from imlca.bench.measure import Settings
+    from imlca.bench.table import check_output, run_benchmarks, select
+    from imlca.errors import UserError
+
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1 (got {args.threads})")
+    names, json_path = select(args.only), check_output(args.json)
+    results = run_benchmarks(names, Settings(args.quick, args.threads), json_path)
+    if any(r.error for r in results):
+        return 1
+    return 1 if args.strict and any(r.passed is False for r in results) else 0

@@ -1,0 +1,28 @@
+"""`imlca report`: summarise tracked runs (Ā, last accuracy, forgetting; mean ± std over seeds)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "summarise tracked runs: Ā, last accuracy, forgetting (mean ± std over seeds)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", default="imlca", help="MLflow experiment name (default: imlca)")
+    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--parent", help="only the trials of this sweep's parent run id")
+    p.add_argument("--paper", action="store_true", help="Table-1 shape beside the paper's numbers")
+
+
+def execute(args: argparse.Namespace) -> int:
+    from imlca.tracking.report import collect, format_paper, format_table
+    from imlca.tracking.store import Tracker, check_reachable, resolve_uri
+
+    uri = resolve_uri(args.uri)
+    check_reachable(uri)
+    table = collect(Tracker(uri, args.experiment), args.parent)
+    if not table:
+        print(f"no finished runs in experiment '{args.experiment}' at {uri}")
+        return 0
+    for line in (format_paper(table) if args.paper else format_table(table)):
+        print(line)
+    return 0

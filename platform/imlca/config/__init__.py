@@ -1,0 +1,12 @@
+"""Configuration: typed experiment (`experiment.py`) and sweep (`sweep.py`) schemas, and the strict YAML loading
+both share (`loading.py`). Importing it loads no torch: choices are checked against `imlca.registries`."""
+from imlca.config.experiment import (AlignConfig, DataConfig, EvalConfig, ExperimentConfig, LoRAConfig, MergeConfig,
+                                     ModelConfig, ResourcesConfig, RobustnessConfig, TrackingConfig, TrainConfig,
+                                     fingerprint, load_config, save_config)
+from imlca.config.loading import (flatten, from_dict, merge_trees, parse_override, read_config_tree, read_yaml,
+                                  set_dotted, to_dict)
+
+__all__ = ["AlignConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "LoRAConfig", "MergeConfig", "ModelConfig",
+           "ResourcesConfig", "RobustnessConfig", "TrackingConfig", "TrainConfig", "fingerprint", "flatten",
+           "from_dict", "load_config", "merge_trees", "parse_override", "read_config_tree", "read_yaml",
+           "save_config", "set_dotted", "to_dict"]

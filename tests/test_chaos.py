@@ -9,7 +9,7 @@ import pytest
 
 from imlca.config import load_config
 from imlca.engine.protocol import run_protocol
-from imlca.orchestration.driver import run_distributed
+from imlca.orchestration.ray_step import run_distributed
 
 from conftest import TINY, tiny_overrides
 

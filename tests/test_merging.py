@@ -4,13 +4,15 @@ import torch
 from torch import nn
 
 from imlca.core.merging import (
-    MERGE_RULES,
     apply_task_vector,
     incremental_merge,
     lora_delta,
     merge,
     task_vector,
 )
+from imlca.registries import MERGE_RULES
+
+RULE = MERGE_RULES.load  # name → element-wise rule
 
 # One column per case: same sign, prev larger, exact tie (opposite), both zero, prev zero, tie (opposite),
 # opposite with prev larger, same sign negative, curr zero
@@ -31,7 +33,7 @@ EXPECTED = {
 def test_rule_on_hand_computed_cases(rule, dtype):
     prev = {"w": torch.tensor(PREV, dtype=dtype)}
     curr = {"w": torch.tensor(CURR, dtype=dtype)}
-    out = merge(prev, curr, rule)
+    out = merge(prev, curr, RULE(rule))
     assert out["w"].dtype == dtype
     assert torch.equal(out["w"], torch.tensor(EXPECTED[rule], dtype=dtype))
     # the inputs are left untouched
@@ -47,7 +49,7 @@ def test_registry_lists_exactly_the_three_rules():
 def test_rules_keep_shapes_and_every_key(rule):
     prev = {"a": torch.tensor(PREV[:6]).view(2, 3), "b": torch.tensor(PREV[6:])}
     curr = {"a": torch.tensor(CURR[:6]).view(2, 3), "b": torch.tensor(CURR[6:])}
-    out = merge(prev, curr, rule)
+    out = merge(prev, curr, RULE(rule))
     assert out.keys() == {"a", "b"}
     assert torch.equal(out["a"], torch.tensor(EXPECTED[rule][:6]).view(2, 3))
     assert torch.equal(out["b"], torch.tensor(EXPECTED[rule][6:]))
@@ -56,7 +58,7 @@ def test_rules_keep_shapes_and_every_key(rule):
 def test_ties_uses_signs_not_products():
     # 1e-30·1e-30 underflows to 0 in float32; the elected sign must still see two positive entries → their mean
     prev, curr = {"w": torch.tensor([1e-30, -1e-30])}, {"w": torch.tensor([3e-30, 1e-30])}
-    assert torch.equal(merge(prev, curr, "ties")["w"], torch.tensor([(1e-30 + 3e-30) / 2, 0.0]))
+    assert torch.equal(merge(prev, curr, RULE("ties"))["w"], torch.tensor([(1e-30 + 3e-30) / 2, 0.0]))
 
 
 def _ties_by_definition(prev, curr):
@@ -78,27 +80,27 @@ def _random_with_zeros(gen):
 def test_ties_matches_its_definition_on_random_values_with_zeros():
     gen = torch.Generator().manual_seed(0)
     prev, curr = _random_with_zeros(gen), _random_with_zeros(gen)
-    assert torch.equal(merge({"w": prev}, {"w": curr}, "ties")["w"], _ties_by_definition(prev, curr))
+    assert torch.equal(merge({"w": prev}, {"w": curr}, RULE("ties"))["w"], _ties_by_definition(prev, curr))
 
 
 def test_max_abs_matches_where_on_random_values():
     gen = torch.Generator().manual_seed(1)
     prev, curr = _random_with_zeros(gen), _random_with_zeros(gen)
     expected = torch.where(curr.abs() > prev.abs(), curr, prev)
-    assert torch.equal(merge({"w": prev}, {"w": curr}, "max_abs")["w"], expected)
+    assert torch.equal(merge({"w": prev}, {"w": curr}, RULE("max_abs"))["w"], expected)
 
 
 @pytest.mark.parametrize("rule", sorted(EXPECTED))
 def test_non_contiguous_inputs(rule):
     gen = torch.Generator().manual_seed(3)
     prev, curr = _random_with_zeros(gen), _random_with_zeros(gen)
-    transposed = merge({"w": prev.T}, {"w": curr.T}, rule)["w"]
-    assert torch.equal(transposed, merge({"w": prev}, {"w": curr}, rule)["w"].T)
+    transposed = merge({"w": prev.T}, {"w": curr.T}, RULE(rule))["w"]
+    assert torch.equal(transposed, merge({"w": prev}, {"w": curr}, RULE(rule))["w"].T)
 
 
 def test_unknown_rule_lists_the_rules():
-    with pytest.raises(ValueError, match=r"unknown merge rule 'magmax'.*max_abs.*mean.*ties"):
-        merge({"w": torch.zeros(1)}, {"w": torch.zeros(1)}, "magmax")
+    with pytest.raises(KeyError, match=r"unknown merge rule 'magmax'.*max_abs.*mean.*ties"):
+        RULE("magmax")
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,7 @@ def test_unknown_rule_lists_the_rules():
 )
 def test_mismatched_dicts_name_the_key(prev, curr, key):
     with pytest.raises(ValueError, match=f"key '{key}'"):
-        merge(prev, curr, "ties")
+        merge(prev, curr, RULE("ties"))
 
 
 def test_task_vector_and_apply():
@@ -132,16 +134,18 @@ def test_incremental_merge_two_steps():
     merged0 = {"w": torch.tensor([2.0, 0.0, 1.0])}  # task 0 adapter, taken as is: τ0 = [1, −1, 0]
     theta1 = {"w": torch.tensor([4.0, -1.0, 0.0])}  # τ1 = θ1 − θ0 = [3, −2, −1]
     # ties: same sign → means [2, −1.5], one zero → −1; θ0 + τ = [3, −0.5, 0]
-    merged1 = incremental_merge(theta0, merged0, theta1, "ties", 1.0)
+    merged1 = incremental_merge(theta0, merged0, theta1, RULE("ties"), 1.0)
     assert torch.equal(merged1["w"], torch.tensor([3.0, -0.5, 0.0]))
     # α = 0.5: θ0 + 0.5·[2, −1.5, −1] = [2, 0.25, 0.5]
-    assert torch.equal(incremental_merge(theta0, merged0, theta1, "ties", 0.5)["w"], torch.tensor([2.0, 0.25, 0.5]))
+    half = incremental_merge(theta0, merged0, theta1, RULE("ties"), 0.5)
+    assert torch.equal(half["w"], torch.tensor([2.0, 0.25, 0.5]))
     # max_abs: τ = [3, −2, −1] → θ1 itself
-    assert torch.equal(incremental_merge(theta0, merged0, theta1, "max_abs", 1.0)["w"], theta1["w"])
+    assert torch.equal(incremental_merge(theta0, merged0, theta1, RULE("max_abs"), 1.0)["w"], theta1["w"])
     # step 2: τ_prev = merged1 − θ0 = [2, −1.5, −1]; θ2 = [0, 2, 1] → τ2 = [−1, 1, 0]
     # ties: opposite → 0, opposite → 0, one zero → −1; θ0 + τ = [1, 1, 0]
     theta2 = {"w": torch.tensor([0.0, 2.0, 1.0])}
-    assert torch.equal(incremental_merge(theta0, merged1, theta2, "ties", 1.0)["w"], torch.tensor([1.0, 1.0, 0.0]))
+    merged2 = incremental_merge(theta0, merged1, theta2, RULE("ties"), 1.0)
+    assert torch.equal(merged2["w"], torch.tensor([1.0, 1.0, 0.0]))
 
 
 def test_lora_delta_by_hand():
@@ -196,9 +200,9 @@ def test_incremental_merge_equals_the_composed_functions(rule):
     theta0, merged_prev, theta_t = (
         {"a": torch.randn(4, 5, generator=gen), "big": _random_with_zeros(gen)} for _ in range(3)
     )
-    tau = merge(task_vector(merged_prev, theta0), task_vector(theta_t, theta0), rule)
+    tau = merge(task_vector(merged_prev, theta0), task_vector(theta_t, theta0), RULE(rule))
     expected = apply_task_vector(theta0, tau, 0.7)
-    got = incremental_merge(theta0, merged_prev, theta_t, rule, 0.7)
+    got = incremental_merge(theta0, merged_prev, theta_t, RULE(rule), 0.7)
     assert torch.equal(got["a"], expected["a"]) and torch.equal(got["big"], expected["big"])
     with pytest.raises(ValueError, match="key 'b' is in theta_t but not in theta0"):
-        incremental_merge(theta0, merged_prev, {"a": theta_t["a"], "b": torch.zeros(1)}, rule, 1.0)
+        incremental_merge(theta0, merged_prev, {"a": theta_t["a"], "b": torch.zeros(1)}, RULE(rule), 1.0)

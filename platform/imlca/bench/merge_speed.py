@@ -10,6 +10,7 @@ import torch
 
 from imlca.bench.measure import Measurement, Settings, divide, rounds, wall
 from imlca.core.merging import incremental_merge
+from imlca.registries import MERGE_RULES
 
 RULES = ("ties", "max_abs")
 RANK, DIM, QKV = 64, 768, 3 * 768
@@ -37,7 +38,7 @@ def measure_space(space: str, layers: int, repeats: int) -> tuple[dict[str, floa
     candidates = [wall(f"{space}/where", lambda: where_pass(merged_prev, theta_t))]
     for rule in RULES:
         candidates.append(wall(f"{space}/{rule}",
-                               lambda rule=rule: incremental_merge(theta0, merged_prev, theta_t, rule, 1.0)))
+                               lambda rule=rule: incremental_merge(theta0, merged_prev, theta_t, MERGE_RULES.load(rule), 1.0)))
     timings = rounds(candidates, repeats)
     ratios = {f"{space}/{rule}": divide(timings[f"{space}/{rule}"], timings[f"{space}/where"]) for rule in RULES}
     return timings, ratios

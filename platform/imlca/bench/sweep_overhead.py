@@ -36,7 +36,7 @@ def environment(**values: str):
 
 
 def direct_runs(tree: dict, values: list[float], root: Path) -> None:
-    from imlca.orchestration.driver import run_distributed
+    from imlca.orchestration.ray_step import run_distributed
     from imlca.orchestration.tune_sweep import trial_config
 
     for value in values:  # a fresh checkpoint folder each time: a used one would resume instead of training
@@ -56,7 +56,7 @@ def tune_sweep(tree: dict, values: list[float], root: Path, codes: list[int]) ->
 def bench_sweep(settings: Settings) -> Measurement:
     values, repeats = [0.1, 0.5], (1 if settings.quick else 2)
     tree = experiment_tree(TINY, 1)
-    from imlca.orchestration.driver import ensure_ray  # Ray is imported by orchestration/ only
+    from imlca.orchestration.cluster import ensure_ray  # Ray is imported by orchestration/ only
 
     ensure_ray(max(2, settings.threads))
     codes: list[int] = []

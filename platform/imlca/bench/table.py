@@ -110,7 +110,7 @@ def run_benchmarks(names: list[str], settings: Settings, json_path: Path | None,
                 write_json(json_path, settings, results, time.perf_counter() - start)
     finally:
         if "ray" in sys.modules:  # only when a benchmark used Ray: importing the driver imports Ray
-            from imlca.orchestration.driver import shutdown_ray
+            from imlca.orchestration.cluster import shutdown_ray
 
             shutdown_ray()
     verdicts = [r.passed for r in results]

@@ -48,7 +48,8 @@ def execute(args: argparse.Namespace) -> int:
         from imlca.tracking.runs import TrackedRun
 
         tracked = TrackedRun(cfg)
-    from imlca.engine.protocol import print_summary, run_protocol, task_printer, write_outputs
+    from imlca.engine.artifacts import write_run
+    from imlca.engine.protocol import LocalStep, run_protocol
 
     print(f"run {cfg.name}: {cfg.data.benchmark}, {cfg.model.backbone}, merge {cfg.merge.rule}/{cfg.merge.space}, "
           f"methods {', '.join(cfg.align.methods)}, seed {cfg.seed} -> {out}", flush=True)
@@ -59,19 +60,41 @@ def execute(args: argparse.Namespace) -> int:
         if tracked is not None:
             tracked.on_task(report)
 
+    step = LocalStep
     if args.distributed:
-        from imlca.orchestration.driver import run_distributed as run_fn
-    else:
-        run_fn = run_protocol
+        from imlca.orchestration.ray_step import RayStep as step
     try:
-        result = run_fn(cfg, on_task=on_task, checkpoint_dir=out / "checkpoints")
+        result = run_protocol(cfg, on_task=on_task, checkpoint_dir=out / "checkpoints", step=step)
     except BaseException:
         if tracked is not None:
             tracked.finish(None, "FAILED")
         raise
     print_summary(result)
-    write_outputs(out, cfg, result)
+    write_run(out, cfg, result)
     if tracked is not None:
-        tracked.finish(lambda d: write_outputs(d, cfg, result))
+        tracked.finish(lambda d: write_run(d, cfg, result))
     print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors")
     return 0
+
+
+def format_row(method: str, task: int, row: list[float]) -> str:
+    cells = " ".join(f"{v:6.2f}" for v in row)
+    return f"task {task} {method:7s} A_t={sum(row) / len(row):6.2f} | {cells}"
+
+
+def task_printer(methods: list[str]):
+    """Prints every method's accuracy row of a task report."""
+    def show(report: dict) -> None:
+        task = report["task"]
+        for method in methods:
+            row = [report[f"{method}/acc_{j}"] for j in range(task + 1)]
+            print(format_row(method, task, row), flush=True)
+    return show
+
+
+def print_summary(result) -> None:
+    for method in result.methods:
+        s = result.summary[method]
+        print(f"{method:7s} avg_acc(Ā)={s['avg_acc']:.2f} last_acc={s['last_acc']:.2f} "
+              f"forgetting={s['forgetting']:.2f}")
+    print(f"wall time {result.seconds:.1f} s")

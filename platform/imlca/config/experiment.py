@@ -14,10 +14,8 @@ import yaml
 
 from imlca.config.loading import flatten, from_dict, parse_override, read_config_tree, set_dotted, to_dict
 from imlca.errors import ConfigError
+from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
-METHODS = ("im", "im_ca", "im_lca")  # no alignment | λ = 0 (plain CE, SLCA-style) | LCA with λ
-MERGE_RULES = ("max_abs", "ties", "mean")
-MERGE_SPACES = ("factors", "delta")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 
@@ -28,7 +26,7 @@ def _require(ok: bool, key: str, problem: str) -> None:
 
 
 def _choice(value: str, key: str, allowed: typing.Iterable[str]) -> None:
-    allowed = tuple(allowed)
+    allowed = tuple(sorted(allowed)) if isinstance(allowed, dict) else tuple(allowed)
     _require(value in allowed, key, f"unknown value '{value}'; use one of {', '.join(allowed)}")
 
 
@@ -46,9 +44,7 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        from imlca.data.registry import BENCHMARKS  # lazy: the registry imports torchvision
-
-        _choice(self.benchmark, "benchmark", sorted(BENCHMARKS))
+        _choice(self.benchmark, "benchmark", BENCHMARKS)
         _require(self.image_size >= 8, "image_size", f"must be >= 8 (got {self.image_size})")
         _require(0 < self.crop_scale_min <= 1, "crop_scale_min", f"must be in (0, 1] (got {self.crop_scale_min})")
         for key in ("train_per_class", "test_per_class"):
@@ -68,9 +64,7 @@ class ModelConfig:
     layer_norm: bool = False  # trainable LayerNorm after the backbone (paper-era code); merged like LoRA
 
     def __post_init__(self) -> None:
-        from imlca.models.backbone import BACKBONES
-
-        _choice(self.backbone, "backbone", sorted(BACKBONES))
+        _choice(self.backbone, "backbone", BACKBONES)
 
 
 @dataclass

@@ -20,10 +20,8 @@ from typing import Any
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees, read_config_tree, read_yaml
 from imlca.errors import ConfigError
+from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
-DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
-SCHEDULERS = ("none", "asha")
-SEARCHERS = ("basic", "optuna")  # basic: Tune's grid + random sampling; optuna: TPE (pip install optuna)
 
 
 @dataclass

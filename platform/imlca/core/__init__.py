@@ -2,12 +2,14 @@
 from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.lca import align_heads, lca_loss
 from imlca.core.merging import (
-    MERGE_RULES,
     apply_task_vector,
     incremental_merge,
     lora_delta,
+    max_abs,
+    mean,
     merge,
     task_vector,
+    ties,
 )
 from imlca.core.metrics import (
     average_incremental_accuracy,
@@ -18,7 +20,6 @@ from imlca.core.metrics import (
 )
 
 __all__ = [
-    "MERGE_RULES",
     "GaussianBank",
     "align_heads",
     "apply_task_vector",
@@ -28,8 +29,11 @@ __all__ = [
     "last_accuracy",
     "lca_loss",
     "lora_delta",
+    "max_abs",
+    "mean",
     "merge",
     "summary",
     "task_accuracies",
     "task_vector",
+    "ties",
 ]

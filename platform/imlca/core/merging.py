@@ -18,7 +18,7 @@ StateDict = dict[str, Tensor]
 _CHUNK = 1 << 18
 
 
-def _max_abs(prev: Tensor, curr: Tensor) -> Tensor:
+def max_abs(prev: Tensor, curr: Tensor) -> Tensor:
     # take = 1 where |curr| > |prev|, else 0 (an exact tie keeps prev); a − b > 0 ⟺ a > b in IEEE arithmetic
     take = curr.abs()
     take.sub_(prev.abs()).sign_().clamp_(min=0)
@@ -26,7 +26,7 @@ def _max_abs(prev: Tensor, curr: Tensor) -> Tensor:
     return out.addcmul_(prev, take.neg_().add_(1))  # curr·take + prev·(1 − take)
 
 
-def _ties(prev: Tensor, curr: Tensor) -> Tensor:
+def ties(prev: Tensor, curr: Tensor) -> Tensor:
     # Elected sign = sign(sign(prev) + sign(curr)); the result is the mean of the entries carrying it. For two
     # entries that is (prev + curr)·w(q) with q = sign(prev)·sign(curr) ∈ {−1, 0, 1}:
     #   q = 1 (same sign) → ½ (their mean); q = 0 (a zero) → 1 (the other, or 0); q = −1 (opposite) → 0.
@@ -37,15 +37,11 @@ def _ties(prev: Tensor, curr: Tensor) -> Tensor:
     return torch.add(prev, curr).mul_(w)
 
 
-def _mean(prev: Tensor, curr: Tensor) -> Tensor:
+def mean(prev: Tensor, curr: Tensor) -> Tensor:
     return torch.add(prev, curr).mul_(0.5)
 
 
-MERGE_RULES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "max_abs": _max_abs,
-    "ties": _ties,
-    "mean": _mean,
-}
+Rule = Callable[[Tensor, Tensor], Tensor]  # element-wise (τ_prev, τ_curr) → τ_merged; named in imlca.registries
 
 
 def _check_matching(first: StateDict, second: StateDict, names: tuple[str, str]) -> None:
@@ -62,12 +58,6 @@ def _check_matching(first: StateDict, second: StateDict, names: tuple[str, str])
             )
 
 
-def _rule(rule: str) -> Callable[[Tensor, Tensor], Tensor]:
-    if rule not in MERGE_RULES:
-        raise ValueError(f"unknown merge rule '{rule}'; choose one of {sorted(MERGE_RULES)}")
-    return MERGE_RULES[rule]
-
-
 def _chunked(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
     # fn on aligned flat chunks of same-shaped tensors, assembled into a new tensor of that shape
     if tensors[0].numel() <= _CHUNK:
@@ -80,11 +70,10 @@ def _chunked(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
     return out.view(tensors[0].shape)
 
 
-def merge(previous: StateDict, current: StateDict, rule: str) -> StateDict:
-    """Merge two task vectors element-wise with one of `MERGE_RULES`."""
-    combine = _rule(rule)
+def merge(previous: StateDict, current: StateDict, rule: Rule) -> StateDict:
+    """Merge two task vectors element-wise with `rule` (one of `imlca.registries.MERGE_RULES`)."""
     _check_matching(previous, current, ("previous", "current"))
-    return {key: _chunked(combine, prev, current[key]) for key, prev in previous.items()}
+    return {key: _chunked(rule, prev, current[key]) for key, prev in previous.items()}
 
 
 def task_vector(theta: StateDict, base: StateDict) -> StateDict:
@@ -100,19 +89,18 @@ def apply_task_vector(base: StateDict, tau: StateDict, alpha: float) -> StateDic
 
 
 def incremental_merge(
-    theta0: StateDict, merged_prev: StateDict, theta_t: StateDict, rule: str, alpha: float
+    theta0: StateDict, merged_prev: StateDict, theta_t: StateDict, rule: Rule, alpha: float
 ) -> StateDict:
     """θ0 + α·merge(θ_merged(t−1) − θ0, θ_t − θ0): one running merge step for task t ≥ 1.
 
     The same arithmetic as `apply_task_vector(theta0, merge(task_vector(...), task_vector(...)), alpha)`, done
     chunk by chunk so that the temporaries stay in cache.
     """
-    combine = _rule(rule)
     _check_matching(merged_prev, theta0, ("merged_prev", "theta0"))
     _check_matching(theta_t, theta0, ("theta_t", "theta0"))
 
     def step(base: Tensor, prev: Tensor, curr: Tensor) -> Tensor:
-        return torch.add(base, combine(prev - base, curr - base), alpha=alpha)  # θ0 + α·merge(τ_prev, τ_curr)
+        return torch.add(base, rule(prev - base, curr - base), alpha=alpha)  # θ0 + α·merge(τ_prev, τ_curr)
 
     return {key: _chunked(step, base, merged_prev[key], theta_t[key]) for key, base in theta0.items()}
 

@@ -7,9 +7,9 @@ import numpy as np
 
 from imlca.config import DataConfig
 from imlca.data.base import ImageSet, View, first_per_class
-from imlca.data.registry import BENCHMARKS, BenchmarkSpec
 from imlca.data.splits import IncrementalSplit, class_order
 from imlca.errors import ConfigError, DataError
+from imlca.registries import BENCHMARKS, BenchmarkSpec, resolve
 
 
 class _Subset(ImageSet):
@@ -55,7 +55,7 @@ def _task_sizes(spec: BenchmarkSpec, cfg: DataConfig, num_classes: int) -> tuple
 
 def load_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
     spec = BENCHMARKS[cfg.benchmark]
-    train, test = spec.loader(cfg)
+    train, test = resolve(spec.target)(cfg)
     num_classes = spec.num_classes or int(max(train.labels.max(), test.labels.max())) + 1
     for part, images in (("train", train), ("test", test)):
         missing = sorted(set(range(num_classes)) - set(np.unique(images.labels).tolist()))

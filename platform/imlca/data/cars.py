@@ -16,7 +16,6 @@ import numpy as np
 from imlca.config import DataConfig
 from imlca.data.base import FileImageSet
 from imlca.data.paper import data_root, require
-from imlca.data.registry import register_benchmark
 from imlca.errors import DataError
 
 NUM_CLASSES = 196
@@ -57,7 +56,6 @@ def read_annotations(path: Path, images_dir: Path) -> FileImageSet:
     return FileImageSet([images_dir / n for n in names], classes - 1)
 
 
-@register_benchmark("cars", NUM_CLASSES, (16,) + (20,) * 9, "Stanford Cars (torchvision StanfordCars layout)")
 def load_cars(cfg: DataConfig) -> tuple[FileImageSet, FileImageSet]:
     base = data_root(cfg, "cars", "stanford_cars/") / "stanford_cars"
     devkit = base / "devkit"

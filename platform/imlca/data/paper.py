@@ -9,7 +9,6 @@ The root is `data.root`, else `$IMLCA_DATA`. Every expected path is checked befo
 """
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 from pathlib import Path
@@ -19,8 +18,8 @@ import torch
 
 from imlca.config import DataConfig
 from imlca.data.base import FileImageSet, TensorImageSet
-from imlca.data.registry import register_benchmark
 from imlca.errors import DataError
+from imlca.registries import BENCHMARKS
 
 # torchvision's IMG_EXTENSIONS, matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -84,7 +83,6 @@ def read_cifar_pickle(path: Path) -> TensorImageSet:
     return TensorImageSet(images, labels.astype(np.int64))
 
 
-@register_benchmark("cifar100", 100, (10,) * 10, "CIFAR-100 (torchvision python format), 32×32 upscaled")
 def load_cifar100(cfg: DataConfig) -> tuple[TensorImageSet, TensorImageSet]:
     folder = data_root(cfg, "cifar100", "cifar-100-python/") / "cifar-100-python"
     require([folder / "train", folder / "test"], "cifar100", CIFAR_LAYOUT)
@@ -145,32 +143,14 @@ def load_image_folder(base: Path, name: str, layout: str, num_classes: int = 0) 
     return scan_split(base / "train", classes, name), scan_split(base / "test", classes, name)
 
 
-def _load_paper_folder(name: str, folder: str, num_classes: int, cfg: DataConfig):
-    base = data_root(cfg, name, f"{folder}/") / folder
-    layout = f"the pre-split ImageFolder tree <root>/{folder}/{{train,test}}/<class>/*.jpg"
-    return load_image_folder(base, name, layout, num_classes)
+def load_paper_folder(cfg: DataConfig) -> tuple[FileImageSet, FileImageSet]:
+    """The pre-split ImageFolder sets of DESIGN §2; folder and class count come from the benchmark's entry."""
+    spec = BENCHMARKS[cfg.benchmark]
+    base = data_root(cfg, spec.name, f"{spec.folder}/") / spec.folder
+    layout = f"the pre-split ImageFolder tree <root>/{spec.folder}/{{train,test}}/<class>/*.jpg"
+    return load_image_folder(base, spec.name, layout, spec.num_classes)
 
 
-# name: (folder under the root, classes, task sizes, description) — DESIGN §2
-PAPER_FOLDERS = {
-    "imagenet_r": ("imagenet-r", 200, (20,) * 10, "ImageNet-R (renditions), 200 classes"),
-    "imagenet_a": ("imagenet-a", 200, (20,) * 10, "ImageNet-A (natural adversarial), 200 classes"),
-    "cub": ("cub", 200, (20,) * 10, "CUB-200-2011 birds"),
-    "omnibenchmark": ("omnibenchmark", 300, (30,) * 10, "OmniBenchmark, 300 classes"),
-    "vtab": ("vtab", 50, (10,) * 5, "VTAB, 5 domains × 10 classes"),
-}
-
-
-def _register_paper_folders() -> None:
-    for name, (folder, classes, sizes, about) in PAPER_FOLDERS.items():
-        loader = functools.partial(_load_paper_folder, name, folder, classes)
-        register_benchmark(name, classes, sizes, f"{about} (ImageFolder tree <root>/{folder}/{{train,test}})")(loader)
-
-
-_register_paper_folders()
-
-
-@register_benchmark("imagefolder", 0, (), "any ImageFolder tree <root>/{train,test}/<class>/; set data.task_sizes")
 def load_imagefolder(cfg: DataConfig) -> tuple[FileImageSet, FileImageSet]:
     root = data_root(cfg, "imagefolder", "train/ and test/")
     return load_image_folder(root, "imagefolder", "an ImageFolder tree <root>/{train,test}/<class>/*.jpg")

@@ -9,7 +9,6 @@ import torch
 
 from imlca.config import DataConfig
 from imlca.data.base import TensorImageSet
-from imlca.data.registry import register_benchmark
 
 NUM_CLASSES, SIZE, TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 16, 40, 20
 
@@ -23,6 +22,5 @@ def make_images(per_class: int, seed: int) -> TensorImageSet:
     return TensorImageSet(torch.from_numpy(images), labels)
 
 
-@register_benchmark("synthetic", NUM_CLASSES, (2, 2, 2), "generated patterns, for unit tests")
 def load_synthetic(cfg: DataConfig) -> tuple[TensorImageSet, TensorImageSet]:
     return make_images(TRAIN_PER_CLASS, seed=1), make_images(TEST_PER_CLASS, seed=2)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
 
 from imlca.config import ExperimentConfig, save_config, to_dict
 from imlca.core.metrics import summary
-from imlca.engine.checkpoint import load_checkpoint
+from imlca.engine.state import MergeState
+
+if TYPE_CHECKING:
+    from imlca.engine.protocol import RunResult
 
 Tensors = dict[str, torch.Tensor]
 
@@ -38,9 +42,13 @@ def write_artifacts(out_dir: Path, cfg: ExperimentConfig, acc: dict[str, list[li
               str(out_dir / "heads.safetensors"))
 
 
+def write_run(out_dir: Path, cfg: ExperimentConfig, result: RunResult) -> None:
+    """Artifacts of a finished run."""
+    write_artifacts(out_dir, cfg, result.acc, result.merged, result.heads,
+                    {"reports": result.reports, "seconds": result.seconds})
+
+
 def export_checkpoint(folder: Path, cfg: ExperimentConfig, out_dir: Path) -> None:
     """Artifacts of the run whose latest task checkpoint is `folder`."""
-    tensors, meta = load_checkpoint(folder)
-    merged = {k[len("merged."):]: v for k, v in tensors.items() if k.startswith("merged.")}
-    heads = {m: [tensors[f"heads.{m}.{t}"] for t in range(meta["tasks_merged"])] for m in meta["methods"]}
-    write_artifacts(out_dir, cfg, meta["acc"], merged, heads)
+    state = MergeState.from_checkpoint(cfg, folder)
+    write_artifacts(out_dir, cfg, state.acc, state.merged, state.heads)

@@ -1,4 +1,5 @@
-"""Merge spaces: what a task's adapter looks like when it is merged (DESIGN §1 step 3).
+"""Merge spaces (listed in `imlca.registries.MERGE_SPACES`): what a task's adapter looks like when it is merged
+(DESIGN §1 step 3).
 
 `factors` (the reference): LoRA A and B (and the LayerNorm affine) merged element-wise, separately.
 `delta`: the dense update ΔW = s·B·A per layer is merged; the merged ΔW lives in the base weights (W0 + ΔW) and
@@ -57,5 +58,3 @@ class DeltaSpace:
         state.update({k: v for k, v in factors.items() if k.startswith(LN_PREFIX)})
         return state
 
-
-MERGE_SPACES = {"factors": FactorSpace, "delta": DeltaSpace}

@@ -1,28 +1,28 @@
-"""`run_protocol`: the whole class-incremental sequence in one process (the reference every other path matches).
+"""`run_protocol`: the class-incremental sequence — the one loop every way of running it goes through.
 
 Per task t: train LoRA + new head from the merged adapter → statistics of the new classes → merge → align every
-method's heads → evaluate on all seen tasks (DESIGN §1).
+method's heads → evaluate on all seen tasks (DESIGN §1). The loop owns resume, robustness after the last task, the
+per-task checkpoint and `on_task`; a *step* owns where the task's work runs and how its tensors travel: `LocalStep`
+runs it in this process, `imlca.orchestration.ray_step.RayStep` on Ray actors (as accelerate supplies the
+distributed context around one training loop). The two cannot drift apart: there is one loop.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
+from typing import Callable, Protocol
 
 import torch
 
 from imlca.config import ExperimentConfig, fingerprint
 from imlca.core.metrics import summary
-from imlca.engine.artifacts import write_artifacts
-from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from imlca.engine.runner import TaskRunner
-from imlca.engine.state import MergeState
+from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint
 from imlca.errors import CheckpointError
 
 Callback = Callable[[dict], None]
 Tensors = dict[str, torch.Tensor]
+Heads = dict[str, list[torch.Tensor]]  # method → one head [n_t, D] per task
 
 
 @dataclass
@@ -33,22 +33,82 @@ class RunResult:
     reports: list[dict] = field(default_factory=list)  # the flat metrics after each task
     seconds: float = 0.0
     merged: Tensors = field(default_factory=dict, repr=False)  # the final merged adapter
-    heads: dict[str, list[torch.Tensor]] = field(default_factory=dict, repr=False)  # method → final heads
+    heads: Heads = field(default_factory=dict, repr=False)  # method → final heads
 
 
-def make_result(acc: dict[str, list[list[float]]], reports: list[dict], seconds: float, merged: Tensors,
-                heads: dict[str, list[torch.Tensor]]) -> RunResult:
+class Step(Protocol):
+    """Where a run's tasks execute. Built with (cfg, checkpoint_dir); `save` is a no-op without a folder."""
+    num_tasks: int
+
+    def resume(self) -> list[dict]: ...  # load the latest checkpoint; reports of the tasks it holds
+
+    def run_task(self, task: int) -> dict: ...  # train → merge + align → evaluate → record; the task's report
+
+    def robustness(self) -> dict[str, float]: ...  # every method on the current merged backbone
+
+    def save(self, task: int) -> None: ...  # checkpoint the merge state after `task`
+
+    def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]: ...  # accuracy, merged adapter, heads
+
+    def close(self) -> None: ...
+
+
+class LocalStep:
+    """Everything in this process: a TaskRunner (model, data, device) and the MergeState."""
+
+    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None):
+        from imlca.engine.runner import TaskRunner  # the heavy side: timm, peft, the data loaders
+        from imlca.engine.state import MergeState
+
+        self.runner, self.checkpoint_dir = TaskRunner(cfg), checkpoint_dir
+        self.state = MergeState(cfg, self.runner.theta0(), self.runner.model.dim)
+        self.num_tasks = self.runner.num_tasks
+
+    def resume(self) -> list[dict]:
+        return self.state.resume(self.checkpoint_dir)
+
+    def run_task(self, task: int) -> dict:
+        merged, heads = self.state.integrate(self.runner.train(task, self.state.merged))
+        return self.state.record(task, self.runner.evaluate(task, merged, heads))
+
+    def robustness(self) -> dict[str, float]:
+        return self.runner.robustness(self.state.merged, self.state.heads)
+
+    def save(self, task: int) -> None:
+        if self.checkpoint_dir is not None:
+            self.state.save(self.checkpoint_dir, task)
+
+    def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:
+        return self.state.acc, self.state.merged, self.state.heads
+
+    def close(self) -> None:
+        pass
+
+
+StepFactory = Callable[[ExperimentConfig, "Path | None"], Step]
+
+
+def run_protocol(cfg: ExperimentConfig, on_task: Callback | None = None, checkpoint_dir: Path | None = None,
+                 step: StepFactory = LocalStep) -> RunResult:
+    """The whole run; with `checkpoint_dir`, saves after every task and resumes from the latest checkpoint."""
+    start = time.perf_counter()
+    runner = step(cfg, checkpoint_dir)
+    try:
+        reports = runner.resume()
+        for task in range(len(reports), runner.num_tasks):
+            report = runner.run_task(task)
+            if task == runner.num_tasks - 1 and cfg.robustness.enabled:
+                report.update(runner.robustness())
+            runner.save(task)
+            reports.append(report)
+            if on_task is not None:
+                on_task(report)
+        acc, merged, heads = runner.final()
+    finally:
+        runner.close()
     methods = list(acc)
-    return RunResult(methods, acc, {m: summary(acc[m]) for m in methods}, reports, seconds, merged, heads)
-
-
-def resume_state(state: MergeState, checkpoint_dir: Path | None) -> list[dict]:
-    """Load the latest complete checkpoint into `state` (if any); returns the reports of the finished tasks."""
-    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if latest is None:
-        return []
-    state.load_state_dict(*load_checkpoint(latest, fingerprint(state.cfg)))
-    return [state.report(task) for task in range(state.tasks_merged)]
+    return RunResult(methods, acc, {m: summary(acc[m]) for m in methods}, reports, time.perf_counter() - start,
+                     merged, heads)
 
 
 def check_resumable(cfg: ExperimentConfig, checkpoint_dir: Path) -> None:
@@ -57,50 +117,3 @@ def check_resumable(cfg: ExperimentConfig, checkpoint_dir: Path) -> None:
     if latest is None:
         raise CheckpointError(f"no checkpoint in {checkpoint_dir}; run without --resume to start afresh")
     load_checkpoint(latest, fingerprint(cfg))
-
-
-def run_protocol(cfg: ExperimentConfig, on_task: Callback | None = None,
-                 checkpoint_dir: Path | None = None) -> RunResult:
-    """The whole run; with `checkpoint_dir`, saves after every task and resumes from the latest checkpoint."""
-    start = time.perf_counter()
-    runner = TaskRunner(cfg)
-    state = MergeState(cfg, runner.theta0(), runner.model.dim)
-    reports = resume_state(state, checkpoint_dir)
-    for task in range(state.tasks_merged, runner.num_tasks):
-        merged, heads = state.integrate(runner.train(task, state.merged))
-        reports.append(state.record(task, runner.evaluate(task, merged, heads)))
-        if task == runner.num_tasks - 1 and cfg.robustness.enabled:
-            reports[-1].update(runner.robustness(merged, heads))
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, task, *state.state_dict())
-        if on_task is not None:
-            on_task(reports[-1])
-    return make_result(state.acc, reports, time.perf_counter() - start, state.merged, state.heads)
-
-
-def format_row(method: str, task: int, row: list[float]) -> str:
-    cells = " ".join(f"{v:6.2f}" for v in row)
-    return f"task {task} {method:7s} A_t={sum(row) / len(row):6.2f} | {cells}"
-
-
-def task_printer(methods: list[str]) -> Callback:
-    """Prints every method's accuracy row of a task report."""
-    def show(report: dict) -> None:
-        task = report["task"]
-        for method in methods:
-            row = [report[f"{method}/acc_{j}"] for j in range(task + 1)]
-            print(format_row(method, task, row), flush=True)
-    return show
-
-
-def print_summary(result: RunResult) -> None:
-    for method in result.methods:
-        s = result.summary[method]
-        print(f"{method:7s} avg_acc(Ā)={s['avg_acc']:.2f} last_acc={s['last_acc']:.2f} "
-              f"forgetting={s['forgetting']:.2f}")
-    print(f"wall time {result.seconds:.1f} s")
-
-
-def write_outputs(out_dir: Path, cfg: ExperimentConfig, result: RunResult) -> None:
-    write_artifacts(out_dir, cfg, result.acc, result.merged, result.heads,
-                    {"reports": result.reports, "seconds": result.seconds})

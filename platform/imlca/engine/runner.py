@@ -5,8 +5,6 @@ scores head sets on the merged backbone. The in-process protocol and the Ray Tas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -16,25 +14,17 @@ from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
 from imlca.data.transforms import build_transform
-from imlca.engine.merge_spaces import MERGE_SPACES
 from imlca.engine.loops import autocast, extract_features, train_task
 from imlca.engine.seeding import derive_seed, generator
+from imlca.engine.task_output import TaskOutput
 from imlca.errors import ResourceError
 from imlca.models.backbone import read_checkpoint
 from imlca.models.heads import init_head
 from imlca.models.lora import scaling
 from imlca.models.model import build_model
+from imlca.registries import MERGE_SPACES
 
 Tensors = dict[str, torch.Tensor]
-
-
-@dataclass
-class TaskOutput:
-    task: int
-    adapter: Tensors  # the task's fine-tuned adapter, in the merge space
-    head: torch.Tensor  # [n_t, D] the new head after training
-    statistics: Tensors  # GaussianBank.state_dict() of the new classes (float64 sufficient statistics)
-    losses: list[float]  # mean training loss per epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,7 +49,7 @@ class TaskRunner:
         self.device = resolve_device(cfg.train.device)
         self.benchmark = load_benchmark(cfg.data, cfg.seed)
         self.model = build_model(cfg).to(self.device)
-        self.space = MERGE_SPACES[cfg.merge.space](self.model, scaling(cfg.lora))
+        self.space = MERGE_SPACES.load(cfg.merge.space)(self.model, scaling(cfg.lora))
         mean, std = (self.model.backbone.pretrained_cfg.get(k, (0.5,) * 3) for k in ("mean", "std"))
         self.train_tf = build_transform(cfg.data, True, mean, std)
         self.test_tf = build_transform(cfg.data, False, mean, std)

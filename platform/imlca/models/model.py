@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from imlca.config import ExperimentConfig
-from imlca.models.backbone import BACKBONES, create_backbone
+from imlca.models.backbone import create_backbone
+from imlca.registries import BACKBONES
 from imlca.models.lora import adapter_state, attach_lora, load_adapter_state
 
 LN_PREFIX = "ln."  # adapter keys of the optional LayerNorm, merged like the LoRA factors

@@ -13,7 +13,6 @@ import ray
 import torch
 
 from imlca.config import ExperimentConfig, from_dict
-from imlca.engine.checkpoint import save_checkpoint
 from imlca.orchestration.wire import (heads_to_numpy, heads_to_torch, output_from_wire, output_to_wire,
                                          to_numpy, to_torch)
 
@@ -56,21 +55,20 @@ class TaskWorker:
 
 @ray.remote
 class MergeActor:
-    def __init__(self, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str | None = None):
+    def __init__(self, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str):
         """On a restart Ray calls this again with the same arguments: the state comes back from the latest
         checkpoint, so nothing merged before the crash is merged twice or lost."""
-        from imlca.engine.protocol import resume_state
-        from imlca.engine.state import MergeState
+        from imlca.engine.state import MergeState  # core only: no timm, peft or data loaders in this actor
 
         self.state = MergeState(_config(cfg_tree), to_torch(theta0), dim)
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        resume_state(self.state, self.checkpoint_dir)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.state.resume(self.checkpoint_dir)
 
     def pid(self) -> int:
         return os.getpid()
 
     def tasks_done(self) -> int:
-        """Tasks merged, evaluated and (with a checkpoint folder) saved: where a run continues."""
+        """Tasks merged and evaluated: where a run continues."""
         return len(self.state.acc[self.state.methods[0]])
 
     def merged(self) -> dict:
@@ -84,10 +82,13 @@ class MergeActor:
     def record(self, task: int, rows: dict[str, list[float]]) -> dict:
         if task >= self.state.tasks_merged:
             raise LostMergeError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
-        report = self.state.record(task, rows)
-        if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir, task, *self.state.state_dict())
-        return report
+        return self.state.record(task, rows)
+
+    def save(self, task: int) -> None:
+        """Checkpoint the state after `task`; refused when a restart lost that task (the driver re-runs it)."""
+        if self.tasks_done() != task + 1:
+            raise LostMergeError(f"task {task} is not in this state (actor restarted); it must run again")
+        self.state.save(self.checkpoint_dir, task)
 
     def report(self, task: int) -> dict:
         return self.state.report(task)

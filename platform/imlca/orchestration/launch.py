@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from imlca.engine.runner import preflight
-from imlca.orchestration.driver import check_gpus, ensure_ray
+from imlca.orchestration.cluster import check_gpus, ensure_ray
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep

@@ -17,11 +17,54 @@ from ray.tune.schedulers import ASHAScheduler
 from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
 from imlca.errors import UserError
-from imlca.orchestration.driver import ensure_ray, run_distributed
-from imlca.config.sweep import Sweep
+from imlca.orchestration.cluster import ensure_ray
+from imlca.orchestration.ray_step import run_distributed
+from imlca.config.sweep import SchedulerConfig, Sweep
+from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
-SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
-            "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+
+# --- the implementations of imlca.registries' DISTRIBUTIONS, SEARCHERS and SCHEDULERS ---------------------------
+
+def grid_domain(values: list):
+    return tune.grid_search(values)
+
+
+def choice_domain(values: list):
+    return tune.choice(values)
+
+
+def uniform_domain(values: list):
+    return tune.uniform(*values)
+
+
+def loguniform_domain(values: list):
+    return tune.loguniform(*values)
+
+
+def randint_domain(values: list):
+    return tune.randint(*values)
+
+
+def basic_search():
+    return None  # Tune's BasicVariantGenerator
+
+
+def optuna_search():
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+        return OptunaSearch()
+    except (ImportError, AssertionError):
+        raise UserError("search: optuna needs the optuna package; pip install optuna, or use search: basic") from None
+
+
+def no_scheduler(cfg: SchedulerConfig):
+    return None
+
+
+def asha_scheduler(cfg: SchedulerConfig):
+    return ASHAScheduler(time_attr="training_iteration", grace_period=cfg.grace_period,
+                         reduction_factor=cfg.reduction_factor)
+
 
 
 class ProgressCallback(tune.Callback):
@@ -38,7 +81,8 @@ class ProgressCallback(tune.Callback):
 
 def param_space(sweep: Sweep) -> dict:
     """Dotted config keys → Tune domains."""
-    return {key: SAMPLERS[kind](values) for key, spec in sweep.cfg.space.items() for kind, values in spec.items()}
+    return {key: DISTRIBUTIONS.load(kind)(values) for key, spec in sweep.cfg.space.items()
+            for kind, values in spec.items()}
 
 
 def trial_config(base_tree: dict, params: dict) -> ExperimentConfig:
@@ -71,28 +115,14 @@ def trial_resources(sweep: Sweep) -> tune.PlacementGroupFactory:
     return tune.PlacementGroupFactory([{}, worker], strategy="PACK")
 
 
-def _optuna():
-    try:
-        from ray.tune.search.optuna import OptunaSearch
-        return OptunaSearch()
-    except (ImportError, AssertionError):
-        raise UserError("search: optuna needs the optuna package; pip install optuna, or use search: basic") from None
-
-
-SEARCHERS = {"basic": lambda: None, "optuna": _optuna}  # None: Tune's BasicVariantGenerator
-
-
 def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
     cfg = sweep.cfg
-    scheduler = None
-    if cfg.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=cfg.scheduler.grace_period,
-                                  reduction_factor=cfg.scheduler.reduction_factor)
+    scheduler = SCHEDULERS.load(cfg.scheduler.type)(cfg.scheduler)
     run = tune.RunConfig(name=sweep.name, storage_path=str(Path(cfg.storage_path).resolve()), callbacks=callbacks,
                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
-                               max_concurrent_trials=cfg.max_concurrent_trials, search_alg=SEARCHERS[cfg.search](),
+                               max_concurrent_trials=cfg.max_concurrent_trials, search_alg=SEARCHERS.load(cfg.search)(),
                                reuse_actors=True)  # a trial process keeps torch & co imported for the next
     return tune.Tuner(wrapped_trainable(sweep), param_space=param_space(sweep), tune_config=tune_cfg,
                       run_config=run)

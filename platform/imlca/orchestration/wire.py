@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imlca.engine.runner import TaskOutput
+from imlca.engine.task_output import TaskOutput
 
 
 def to_numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

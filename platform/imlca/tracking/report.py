@@ -4,8 +4,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from imlca.config import METHODS
-from imlca.paper_results import METHOD_NAMES, TABLE1
+from imlca.paper_results import TABLE1
+from imlca.registries import METHODS
 from imlca.tracking.store import PARENT_TAG, Tracker
 
 METRICS = ("avg_acc", "last_acc", "forgetting")
@@ -40,13 +40,13 @@ def format_table(table: dict) -> list[str]:
     lines = ["| benchmark | merge | method | seeds | Ā | last accuracy | forgetting |", "|---|---|---|---|---|---|---|"]
     for (benchmark, rule, method), seeds in sorted(table.items()):
         cells = [mean_std([s[m] for s in seeds.values() if m in s]) for m in METRICS]
-        lines.append(f"| {benchmark} | {rule} | {METHOD_NAMES[method]} | {len(seeds)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {benchmark} | {rule} | {METHODS[method].label} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
 
 
 def format_paper(table: dict) -> list[str]:
     """Table-1 shape: Ā per benchmark and method, ours (mean ± std over seeds) beside the paper's."""
-    lines = [f"{'benchmark':15s} " + "  ".join(f"{METHOD_NAMES[m] + ' ours':>15s} {'paper':>6s} {'diff':>6s}"
+    lines = [f"{'benchmark':15s} " + "  ".join(f"{METHODS[m].label + ' ours':>15s} {'paper':>6s} {'diff':>6s}"
                                                for m in METHODS)]
     for benchmark, paper in TABLE1.items():
         cells = []

@@ -1,0 +1,38 @@
+"""Joining or starting Ray, and refusing early what the cluster can never give."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from imlca.config import ExperimentConfig
+from imlca.errors import ResourceError
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster named by RAY_ADDRESS (or the one this process runs in), else start a local one."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        # workers' logs stay in Ray's session folder: the driver prints its own progress lines
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def shutdown_ray() -> None:
+    """Shut Ray down if something in this process started or joined it."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def check_gpus(cfg: ExperimentConfig) -> None:
+    """Refuse early a GPU request that the cluster can never satisfy."""
+    wanted = cfg.resources.num_gpus
+    have = ray.cluster_resources().get("GPU", 0)
+    autoscaling = bool(os.environ.get("IMLCA_AUTOSCALING"))
+    if wanted > 0 and have < wanted and not autoscaling:
+        raise ResourceError(f"resources.num_gpus={wanted:g} but the Ray cluster has {have:g} GPUs; set "
+                            "resources.num_gpus=0 to train on CPU, or run on a GPU cluster "
+                            "(IMLCA_AUTOSCALING=1 when workers are added on demand)")

@@ -12,22 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from imlca.config.loading import flatten, from_dict, parse_override, read_config_tree, set_dotted, to_dict
+from imlca.config.loading import (choose, flatten, from_dict, parse_override, read_config_tree, require,
+                                  set_dotted, to_dict)
 from imlca.errors import ConfigError
 from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
-
-
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(key, problem)
-
-
-def _choice(value: str, key: str, allowed: typing.Iterable[str]) -> None:
-    allowed = tuple(sorted(allowed)) if isinstance(allowed, dict) else tuple(allowed)
-    _require(value in allowed, key, f"unknown value '{value}'; use one of {', '.join(allowed)}")
 
 
 @dataclass
@@ -44,16 +35,16 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _choice(self.benchmark, "benchmark", BENCHMARKS)
-        _require(self.image_size >= 8, "image_size", f"must be >= 8 (got {self.image_size})")
-        _require(0 < self.crop_scale_min <= 1, "crop_scale_min", f"must be in (0, 1] (got {self.crop_scale_min})")
+        choose(self.benchmark, "benchmark", BENCHMARKS)
+        require(self.image_size >= 8, "image_size", f"must be >= 8 (got {self.image_size})")
+        require(0 < self.crop_scale_min <= 1, "crop_scale_min", f"must be in (0, 1] (got {self.crop_scale_min})")
         for key in ("train_per_class", "test_per_class"):
             value = getattr(self, key)
-            _require(value is None or value >= 1, key, f"must be >= 1 or null (got {value})")
+            require(value is None or value >= 1, key, f"must be >= 1 or null (got {value})")
         if self.task_sizes is not None:
-            _require(len(self.task_sizes) > 0 and min(self.task_sizes) >= 1, "task_sizes",
+            require(len(self.task_sizes) > 0 and min(self.task_sizes) >= 1, "task_sizes",
                      f"must be a non-empty list of positive class counts (got {self.task_sizes})")
-        _require(self.num_workers >= 0, "num_workers", f"must be >= 0 (got {self.num_workers})")
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0 (got {self.num_workers})")
 
 
 @dataclass
@@ -64,7 +55,7 @@ class ModelConfig:
     layer_norm: bool = False  # trainable LayerNorm after the backbone (paper-era code); merged like LoRA
 
     def __post_init__(self) -> None:
-        _choice(self.backbone, "backbone", BACKBONES)
+        choose(self.backbone, "backbone", BACKBONES)
 
 
 @dataclass
@@ -76,10 +67,10 @@ class LoRAConfig:
     init: str = "gaussian"  # peft init_lora_weights: A ~ N(0, 1/r), B = 0
 
     def __post_init__(self) -> None:
-        _require(self.rank >= 1, "rank", f"must be >= 1 (got {self.rank})")
-        _require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
-        _require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
-        _choice(self.init, "init", ("gaussian", "kaiming"))
+        require(self.rank >= 1, "rank", f"must be >= 1 (got {self.rank})")
+        require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
+        choose(self.init, "init", ("gaussian", "kaiming"))
         if self.target is not None:
             import re
 
@@ -101,14 +92,14 @@ class TrainConfig:
     precision: str = "fp32"  # bf16 autocast on CUDA
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
-        _require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
-        _require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
-        _require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1) (got {self.momentum})")
-        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0 (got {self.weight_decay})")
-        _require(0 <= self.min_lr <= self.lr, "min_lr", f"must be in [0, lr] (got {self.min_lr})")
-        _choice(self.device, "device", DEVICES)
-        _choice(self.precision, "precision", PRECISIONS)
+        require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1) (got {self.momentum})")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0 (got {self.weight_decay})")
+        require(0 <= self.min_lr <= self.lr, "min_lr", f"must be in [0, lr] (got {self.min_lr})")
+        choose(self.device, "device", DEVICES)
+        choose(self.precision, "precision", PRECISIONS)
 
 
 @dataclass
@@ -118,9 +109,9 @@ class MergeConfig:
     alpha: float = 1.0  # θ_merged = θ0 + α·τ
 
     def __post_init__(self) -> None:
-        _choice(self.rule, "rule", MERGE_RULES)
-        _choice(self.space, "space", MERGE_SPACES)
-        _require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
+        choose(self.rule, "rule", MERGE_RULES)
+        choose(self.space, "space", MERGE_SPACES)
+        require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
 
 
 @dataclass
@@ -137,15 +128,15 @@ class AlignConfig:
     ridge: float = 1e-4  # Σ_c + ridge·I
 
     def __post_init__(self) -> None:
-        _choice(self.method, "method", METHODS)
+        choose(self.method, "method", METHODS)
         for name in self.compare:
-            _choice(name, "compare", METHODS)
-        _require(self.lam >= 0, "lam", f"must be >= 0 (got {self.lam})")
-        _require(self.samples_per_class >= 1, "samples_per_class", f"must be >= 1 (got {self.samples_per_class})")
-        _require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
-        _require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
-        _require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
-        _require(self.ridge >= 0, "ridge", f"must be >= 0 (got {self.ridge})")
+            choose(name, "compare", METHODS)
+        require(self.lam >= 0, "lam", f"must be >= 0 (got {self.lam})")
+        require(self.samples_per_class >= 1, "samples_per_class", f"must be >= 1 (got {self.samples_per_class})")
+        require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(self.ridge >= 0, "ridge", f"must be >= 0 (got {self.ridge})")
 
     @property
     def methods(self) -> list[str]:
@@ -158,7 +149,7 @@ class EvalConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
 
 
 @dataclass
@@ -171,9 +162,9 @@ class RobustnessConfig:
     limit: int | None = None  # images per severity block / sequences / generated images (None: all)
 
     def __post_init__(self) -> None:
-        _require(bool(self.severities) and set(self.severities) <= {1, 2, 3, 4, 5}, "severities",
+        require(bool(self.severities) and set(self.severities) <= {1, 2, 3, 4, 5}, "severities",
                  f"must be a non-empty subset of [1, 2, 3, 4, 5] (got {self.severities})")
-        _require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null (got {self.limit})")
+        require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null (got {self.limit})")
 
     @property
     def enabled(self) -> bool:
@@ -186,8 +177,8 @@ class ResourcesConfig:
     num_gpus: float = 0.0  # per TaskWorker; fractional shares a GPU between workers
 
     def __post_init__(self) -> None:
-        _require(self.num_cpus > 0, "num_cpus", f"must be > 0 (got {self.num_cpus})")
-        _require(self.num_gpus >= 0, "num_gpus", f"must be >= 0 (got {self.num_gpus})")
+        require(self.num_cpus > 0, "num_cpus", f"must be > 0 (got {self.num_cpus})")
+        require(self.num_gpus >= 0, "num_gpus", f"must be >= 0 (got {self.num_gpus})")
 
 
 @dataclass
@@ -213,7 +204,7 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.name.strip()), "name", "must not be empty")
+        require(bool(self.name.strip()), "name", "must not be empty")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:

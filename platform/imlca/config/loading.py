@@ -13,6 +13,19 @@ import yaml
 
 from imlca.errors import ConfigError, ConfigFileError
 
+
+def require(ok: bool, key: str, problem: str) -> None:
+    """The one validation style of every config section: a failed check names its key and the fix."""
+    if not ok:
+        raise ConfigError(key, problem)
+
+
+def choose(value: str, key: str, allowed: typing.Iterable[str]) -> None:
+    """`value` must be one of `allowed` (a registry or a tuple of names)."""
+    names = tuple(sorted(allowed)) if isinstance(allowed, dict) else tuple(allowed)
+    require(value in names, key, f"unknown value '{value}'; use one of {', '.join(names)}")
+
+
 def _is_instance(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if hint is Any:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees, read_config_tree, read_yaml
-from imlca.errors import ConfigError
+from imlca.config.loading import choose, require
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
 
@@ -31,10 +31,8 @@ class SchedulerConfig:
     reduction_factor: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.type not in SCHEDULERS:
-            raise ConfigError("type", f"unknown value '{self.type}'; use one of {', '.join(SCHEDULERS)}")
-        if self.grace_period < 1:
-            raise ConfigError("grace_period", f"must be >= 1 (got {self.grace_period})")
+        choose(self.type, "type", SCHEDULERS)
+        require(self.grace_period >= 1, "grace_period", f"must be >= 1 (got {self.grace_period})")
 
 
 @dataclass
@@ -53,30 +51,26 @@ class SweepConfig:
     storage_path: str = "ray_results"
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ConfigError("num_samples", f"must be >= 1 (got {self.num_samples})")
-        if self.search not in SEARCHERS:
-            raise ConfigError("search", f"unknown value '{self.search}'; use one of {', '.join(SEARCHERS)}")
-        if self.search == "optuna" and any("grid" in spec for spec in self.space.values()):
-            raise ConfigError("search", "optuna cannot search a grid; use choice instead of grid")
-        if self.mode not in ("max", "min"):
-            raise ConfigError("mode", f"unknown value '{self.mode}'; use max or min")
-        if self.max_concurrent_trials < 1:
-            raise ConfigError("max_concurrent_trials", f"must be >= 1 (got {self.max_concurrent_trials})")
+        require(self.num_samples >= 1, "num_samples", f"must be >= 1 (got {self.num_samples})")
+        choose(self.search, "search", SEARCHERS)
+        require(self.search != "optuna" or not any("grid" in spec for spec in self.space.values()), "search",
+                "optuna cannot search a grid; use choice instead of grid")
+        choose(self.mode, "mode", ("max", "min"))
+        require(self.max_concurrent_trials >= 1, "max_concurrent_trials",
+                f"must be >= 1 (got {self.max_concurrent_trials})")
         for key, spec in self.space.items():
             _check_distribution(key, spec)
 
 
 def _check_distribution(key: str, spec: dict) -> None:
-    if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise ConfigError(f"space.{key}", f"give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. {{grid: [0.1, 0.2]}}")
+    require(len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS, f"space.{key}",
+            f"give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. {{grid: [0.1, 0.2]}}")
     kind, values = next(iter(spec.items()))
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"space.{key}.{kind}", "must be a non-empty list")
-    if kind in ("uniform", "loguniform", "randint") and (len(values) != 2 or values[0] >= values[1]):
-        raise ConfigError(f"space.{key}.{kind}", f"must be [low, high] with low < high (got {values})")
-    if kind == "loguniform" and values[0] <= 0:
-        raise ConfigError(f"space.{key}.{kind}", f"bounds must be > 0 (got {values})")
+    where = f"space.{key}.{kind}"
+    require(isinstance(values, list) and bool(values), where, "must be a non-empty list")
+    require(kind not in ("uniform", "loguniform", "randint") or (len(values) == 2 and values[0] < values[1]), where,
+            f"must be [low, high] with low < high (got {values})")
+    require(kind != "loguniform" or values[0] > 0, where, f"bounds must be > 0 (got {values})")
 
 
 def candidate_values(spec: dict) -> list:

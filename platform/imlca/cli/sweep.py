@@ -7,7 +7,7 @@ HELP = "run a Ray Tune sweep, tracked in MLflow"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/embedded.yaml")
+    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/embedded.yaml, or a bundled name such as embedded.yaml")
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted run of this sweep")
 
 

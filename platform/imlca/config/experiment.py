@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from imlca.config.loading import (choose, flatten, from_dict, parse_override, read_config_tree, require,
-                                  set_dotted, to_dict)
+from imlca.config.loading import (choose, config_path, flatten, from_dict, parse_override, read_config_tree,
+                                  require, set_dotted, to_dict)
 from imlca.errors import ConfigError
 from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
@@ -208,7 +208,7 @@ class ExperimentConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
-    tree = read_config_tree(path) if path is not None else {}
+    tree = read_config_tree(config_path(path)) if path is not None else {}  # a bare name may be a bundled file
     for text in overrides:
         set_dotted(tree, *parse_override(text))
     return from_dict(ExperimentConfig, tree)

@@ -1,5 +1,6 @@
 """Strict YAML → typed dataclasses, for any dataclass schema: unknown keys, wrong types and out-of-range values
-name their dotted key; `extends:` and dotted overrides; the flat dotted view used for MLflow params."""
+name their dotted key; `extends:` and dotted overrides; the flat dotted view used for MLflow params; the config and
+sweep files bundled with the package, found by name."""
 from __future__ import annotations
 
 import copy
@@ -24,6 +25,37 @@ def choose(value: str, key: str, allowed: typing.Iterable[str]) -> None:
     """`value` must be one of `allowed` (a registry or a tuple of names)."""
     names = tuple(sorted(allowed)) if isinstance(allowed, dict) else tuple(allowed)
     require(value in names, key, f"unknown value '{value}'; use one of {', '.join(names)}")
+
+
+# imlca/sweeps: in a checkout a link to the top-level sweeps/ folder, in the wheel a folder of package data.
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+def bundled_names() -> list[str]:
+    """The bundled config and sweep files, as names relative to BUNDLED_DIR (`tiny.yaml`, `paper/table1.yaml`)."""
+    return sorted(p.relative_to(BUNDLED_DIR).as_posix() for p in BUNDLED_DIR.rglob("*.yaml"))
+
+
+def bundled_sweep(name: str) -> Path:
+    """The bundled config or sweep file `name`, e.g. `bundled_sweep("tiny.yaml")`, in a checkout or an install."""
+    path = BUNDLED_DIR / name
+    if not path.is_file():
+        raise ConfigFileError(name, f"no bundled config of that name; bundled: {', '.join(bundled_names())}")
+    return path
+
+
+def config_path(name: str | Path, folder: str | Path = ".") -> Path:
+    """`folder/name` when it exists, else the bundled file `name` (a leading `sweeps/` dropped) when that exists.
+
+    So `imlca run tiny.yaml` or `sweeps/tiny.yaml` works from any folder, and a sweep's `base:` or a config's
+    `extends:` may name a bundled file. Otherwise `folder/name`, whose reading reports it missing.
+    """
+    local = Path(folder) / name
+    parts = Path(name).parts
+    if local.exists() or Path(name).is_absolute() or not parts:
+        return local
+    bundled = BUNDLED_DIR.joinpath(*(parts[1:] if parts[0] == "sweeps" and len(parts) > 1 else parts))
+    return bundled if bundled.is_file() else local
 
 
 def _is_instance(value: Any, hint: Any) -> bool:
@@ -122,7 +154,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigFileError(str(path), "file not found; pass the path of a YAML config such as sweeps/default.yaml")
+        raise ConfigFileError(str(path), "file not found; pass the path of a YAML config or a bundled name such as "
+                                         "tiny.yaml (imlca.config.bundled_names() lists them)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -152,7 +185,7 @@ def read_config_tree(path: str | Path, seen: tuple = ()) -> dict:
         return tree
     if not isinstance(parent, str):
         raise ConfigFileError(str(path), "'extends' must be the path of another YAML config")
-    return deep_update(read_config_tree(path.parent / parent, (*seen, path)), tree)
+    return deep_update(read_config_tree(config_path(parent, path.parent), (*seen, path)), tree)
 
 
 def merge_trees(base: dict, updates: dict[str, Any]) -> dict:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imlca.config import ExperimentConfig, from_dict, merge_trees, read_config_tree, read_yaml
+from imlca.config import ExperimentConfig, config_path, from_dict, merge_trees, read_config_tree, read_yaml
 from imlca.config.loading import choose, require
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
@@ -93,9 +93,9 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
+    path = config_path(path)  # a bare name may be a bundled sweep, e.g. embedded.yaml
     cfg = from_dict(SweepConfig, read_yaml(path))
-    base_path = (path.parent / cfg.base).resolve()
+    base_path = config_path(cfg.base, path.parent).resolve()
     base_tree = merge_trees(read_config_tree(base_path), cfg.set)
     sweep = Sweep(cfg, cfg.name or path.stem, base_tree)
     sweep.validate()

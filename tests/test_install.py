@@ -21,13 +21,24 @@ REPO = Path(__file__).resolve().parents[1]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the checkout's sources stay out of sight
 
 
-def test_sources_parse_as_python_310():
+# Standard-library names that Python 3.11 added (tomllib, enum.StrEnum, datetime.UTC, typing.Self, ...).
+PY311_NAMES = {"tomllib", "StrEnum", "UTC", "Self", "Never", "LiteralString", "assert_type", "reveal_type",
+               "TaskGroup", "ExceptionGroup", "BaseExceptionGroup", "NotRequired", "Required", "file_digest", "add_note"}
+
+
+def test_sources_parse_as_python_310_and_use_no_311_names():
     late = []
     for path in sorted([*(REPO / "platform").rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
         try:
-            ast.parse(path.read_text(), str(path), feature_version=(3, 10))
+            tree = ast.parse(path.read_text(), str(path), feature_version=(3, 10))
         except SyntaxError as err:
             late.append(f"{path.relative_to(REPO)}:{err.lineno}: {err.msg}")
+            continue
+        for node in ast.walk(tree):
+            names = {getattr(node, "id", None), getattr(node, "attr", None)}
+            names |= {alias.name.split(".")[0] for alias in getattr(node, "names", []) if isinstance(alias, ast.alias)}
+            if names & PY311_NAMES:
+                late.append(f"{path.relative_to(REPO)}:{node.lineno}: {sorted(names & PY311_NAMES)}")
     assert late == []
 
 

@@ -22,8 +22,8 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the ch
 
 
 # Standard-library names that Python 3.11 added (tomllib, enum.StrEnum, datetime.UTC, typing.Self, ...).
-PY311_NAMES = {"tomllib", "StrEnum", "UTC", "Self", "Never", "LiteralString", "assert_type", "reveal_type",
-               "TaskGroup", "ExceptionGroup", "BaseExceptionGroup", "NotRequired", "Required", "file_digest", "add_note"}
+PY311_NAMES = {"tomllib", "StrEnum", "UTC", "Self", "Never", "LiteralString", "assert_type", "reveal_type", "TaskGroup",
+               "ExceptionGroup", "BaseExceptionGroup", "NotRequired", "Required", "file_digest", "add_note"}
 
 
 def test_sources_parse_as_python_310_and_use_no_311_names():
@@ -92,8 +92,9 @@ def _fresh_env_with_wheel(tmp_path: Path) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("platform", "sweeps"):  # platform/imlca/sweeps stays a link to ../../sweeps
-        shutil.copytree(REPO / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / name, src / name, symlinks=True, ignore=skip)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                     "-w", str(tmp_path / "dist"), str(src)], env=CLEAN_ENV, check=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("imlca-*.whl")

@@ -41,9 +41,9 @@ def fashion_dir() -> Path:
         if all((folder / name).is_file() for name in FASHION_FILES):
             return folder
     dest = dirs[-1]
-    raise DataError(f"Fashion-MNIST not found in {' or '.join(map(str, dirs))}; without root: 'make data' in a checkout, "
-                    f"or: mkdir -p {dest} && cd \"$(mktemp -d)\" && apt-get download dataset-fashion-mnist && dpkg-deb -x "
-                    f"dataset-fashion-mnist_*.deb . && cp .{FASHION_DEBIAN_DIR}/*.gz {dest}/ "
+    raise DataError(f"Fashion-MNIST not found in {' or '.join(map(str, dirs))}; without root: 'make data' in a "
+                    f"checkout, or: mkdir -p {dest} && cd \"$(mktemp -d)\" && apt-get download dataset-fashion-mnist "
+                    f"&& dpkg-deb -x dataset-fashion-mnist_*.deb . && cp .{FASHION_DEBIAN_DIR}/*.gz {dest}/ "
                     "(as root: apt-get install dataset-fashion-mnist)")
 
 

@@ -194,8 +194,3 @@ def merge_trees(base: dict, updates: dict[str, Any]) -> dict:
     for key, value in updates.items():
         set_dotted(tree, key, value)
     return tree
-
-
-def bundled_sweep(name: str) -> Path:
-    """A sweep or experiment file shipped with imlca (the repository's `sweeps/` folder), by file name."""
-    return Path(__file__).resolve().parents[3] / "sweeps" / name

@@ -1,9 +1,11 @@
-"""`imlca report`: summarise tracked runs (Ā, last accuracy, forgetting; mean ± std over seeds)."""
+"""`imlca report`: summarise tracked runs (Ā, last accuracy, forgetting; mean ± std over seeds), as a table on the
+terminal or as a report file with figures (`--format md|csv|latex|html --out DIR`)."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "summarise tracked runs: Ā, last accuracy, forgetting (mean ± std over seeds)"
+HELP = "summarise tracked runs: Ā, last accuracy, forgetting (mean ± std over seeds); --format html for a page"
+FORMAT_CHOICES = ("md", "csv", "latex", "html")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -11,17 +13,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--parent", help="only the trials of this sweep's parent run id")
     p.add_argument("--paper", action="store_true", help="Table-1 shape beside the paper's numbers")
+    p.add_argument("--format", choices=FORMAT_CHOICES,
+                   help="write report.{md,csv,tex,html} (with figures) to --out instead of printing the table")
+    p.add_argument("--out", default=".", help="folder for --format's files (default: the current folder)")
 
 
 def execute(args: argparse.Namespace) -> int:
-    from imlca.tracking.report import collect, format_paper, format_table
+    from imlca.tracking.report import format_paper, format_table, records, table_of
     from imlca.tracking.store import Tracker, check_reachable, resolve_uri
 
     uri = resolve_uri(args.uri)
     check_reachable(uri)
-    table = collect(Tracker(uri, args.experiment), args.parent)
+    found = records(Tracker(uri, args.experiment), args.parent)
+    table = table_of(found)
     if not table:
         print(f"no finished runs in experiment '{args.experiment}' at {uri}")
+        return 0
+    if args.format:
+        from imlca.report_pages import write_report
+
+        path = write_report(args.out, args.format, f"imlca report: experiment {args.experiment}", table, found)
+        print(f"wrote {path}")
         return 0
     for line in (format_paper(table) if args.paper else format_table(table)):
         print(line)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 
 from imlca.paper_results import TABLE1
 from imlca.registries import METHODS
@@ -11,24 +12,57 @@ from imlca.tracking.store import PARENT_TAG, Tracker
 METRICS = ("avg_acc", "last_acc", "forgetting")
 
 
-def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
-    """(benchmark, merge rule, method) → seed → metrics of the newest finished run; every method a run scored
-    counts."""
+@dataclass
+class TrialRecord:
+    """One finished run or sweep trial as the report sees it (MLflow params are strings)."""
+    run_id: str
+    name: str
+    benchmark: str
+    rule: str
+    seed: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    def method_metrics(self, method: str) -> dict[str, float]:
+        return {m: self.metrics[f"{method}/{m}"] for m in METRICS if f"{method}/{m}" in self.metrics}
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in METHODS if f"{m}/avg_acc" in self.metrics]
+
+
+def records(tracker: Tracker, parent: str | None = None) -> list[TrialRecord]:
+    """Finished runs and trials (of one sweep with `parent`), oldest first."""
     query = "attributes.status = 'FINISHED'"
     if parent:
         query += f" and tags.`{PARENT_TAG}` = '{parent}'"
     runs = tracker.client.search_runs([tracker.experiment_id], filter_string=query, order_by=["start_time ASC"],
                                       max_results=50000)
+    return [TrialRecord(run.info.run_id, run.info.run_name, run.data.tags["benchmark"], run.data.tags["merge_rule"],
+                        int(run.data.tags["seed"]), dict(run.data.params), dict(run.data.metrics))
+            for run in runs if run.data.tags.get("imlca.kind") in ("run", "trial")]
+
+
+def latest_sweep_records(uri: str, experiment: str, since: float = 0.0) -> list[TrialRecord]:
+    """The finished trials of the newest sweep started after `since` (seconds since the epoch)."""
+    tracker = Tracker(uri, experiment)
+    parents = tracker.client.search_runs([tracker.experiment_id], filter_string=(
+        f"tags.`imlca.kind` = 'sweep' and attributes.start_time >= {int(since * 1000)}"),
+        order_by=["start_time DESC"], max_results=1)
+    return records(tracker, parents[0].info.run_id) if parents else []
+
+
+def table_of(found: list[TrialRecord]) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """(benchmark, merge rule, method) → seed → metrics of the newest record; every method a run scored counts."""
     table: dict = defaultdict(dict)
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        if tags.get("imlca.kind") not in ("run", "trial"):
-            continue
-        for method in METHODS:
-            if f"{method}/avg_acc" in metrics:
-                table[(tags["benchmark"], tags["merge_rule"], method)][int(tags["seed"])] = {
-                    m: metrics[f"{method}/{m}"] for m in METRICS if f"{method}/{m}" in metrics}
+    for record in found:
+        for method in record.methods:
+            table[(record.benchmark, record.rule, method)][record.seed] = record.method_metrics(method)
     return dict(table)
+
+
+def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    return table_of(records(tracker, parent))
 
 
 def mean_std(values: list[float]) -> str:

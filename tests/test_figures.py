@@ -1,0 +1,93 @@
+"""Figures carry exactly the numbers they are drawn from (read back from the Figure's artists), and the report
+pages show the runs' numbers, best in bold, with every figure inlined."""
+import base64
+import math
+import re
+
+import pytest
+
+from imlca import figures
+from imlca.report_pages import build_report, csv_text, html_page, latex, markdown
+from imlca.tracking.report import records
+from imlca.tracking.store import Tracker
+
+ACC = {"im": [[90.0], [60.0, 80.0], [40.0, 50.0, 70.0]], "im_lca": [[90.0], [70.0, 82.0], [55.0, 60.0, 75.0]]}
+
+
+def lines_by_label(fig):
+    ax = fig.axes[0]
+    return {line.get_label(): list(line.get_ydata()) for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+def test_accuracy_curves_plot_a_t_of_every_method():
+    fig = figures.accuracy_curves(ACC)
+    # A_t = mean of row t: IM (90), (60+80)/2 = 70, (40+50+70)/3 = 53.33
+    assert lines_by_label(fig) == {"IM": [90.0, 70.0, pytest.approx(160 / 3)],
+                                   "IM+LCA": [90.0, 76.0, pytest.approx(190 / 3)]}
+
+
+def test_accuracy_heatmap_holds_the_matrix_with_nothing_above_the_diagonal():
+    mesh = figures.accuracy_heatmap(ACC["im"]).axes[0].collections[0]
+    grid = mesh.get_array().reshape(3, 3)
+    assert [[None if math.isnan(v) else float(v) for v in row] for row in grid.filled(math.nan)] == [
+        [90.0, None, None], [60.0, 80.0, None], [40.0, 50.0, 70.0]]
+
+
+def test_sweep_heatmap_is_the_mean_over_seeds_on_the_grid():
+    cells = {(0.1, 0.5): [60.0, 62.0], (0.1, 1.0): [70.0], (0.3, 0.5): [50.0], (0.3, 1.0): [80.0, 84.0]}
+    mesh = figures.sweep_heatmap(cells, "align.lam", "merge.alpha").axes[0].collections[0]
+    # rows = alpha (0.5, 1.0), columns = lam (0.1, 0.3)
+    assert mesh.get_array().reshape(2, 2).tolist() == [[61.0, 50.0], [70.0, 82.0]]
+
+
+def test_method_bars_heights_and_error_bars_are_mean_and_std_over_seeds():
+    fig = figures.method_bars({("cifar100", "im"): [90.0, 92.0], ("cifar100", "im_lca"): [94.0, 95.0, 96.0]})
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [91.0, 95.0]
+    caps = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    segments = [seg for c in caps for seg in c.errorbar.lines[2][0].get_segments()]
+    spans = sorted(round(float(s[1][1] - s[0][1]) / 2, 4) for s in segments)
+    assert spans == [1.0, round(math.sqrt(2), 4)]  # sample std of (94, 95, 96) and of (90, 92)
+
+
+def log_trial(tracker, seed, lam, values, rule="ties"):
+    run = tracker.start_run(f"lam={lam} seed={seed}", {"seed": seed, "align.lam": lam, "merge.rule": rule},
+                            {"benchmark": "synthetic", "seed": seed, "merge_rule": rule, "imlca.kind": "trial"})
+    tracker.log_metrics(run, {f"{m}/{k}": v for m, row in values.items()
+                              for k, v in zip(("avg_acc", "last_acc", "forgetting"), row)}, step=0)
+    tracker.end_run(run)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('m') / 'm.db'}", "exp")
+    log_trial(tracker, 1, 0.1, {"im": (60.0, 50.0, 20.0), "im_lca": (70.0, 65.0, 10.0)})
+    log_trial(tracker, 2, 0.1, {"im": (62.0, 52.0, 22.0), "im_lca": (72.0, 67.0, 12.0)})
+    log_trial(tracker, 1, 0.5, {"im": (61.0, 51.0, 21.0), "im_lca": (74.0, 60.0, 30.0)})
+    return records(tracker)
+
+
+def test_sweep_lines_plot_each_setting_mean_from_the_store(logged):
+    report = build_report("t", logged)
+    captions = [c for c, _ in report.figures]
+    assert captions == ["Ā per benchmark and method", "Ā against align.lam"]
+    points = {}
+    for r in logged:
+        for m in r.methods:
+            points.setdefault(m, {}).setdefault(float(r.params["align.lam"]), []).append(r.metrics[f"{m}/avg_acc"])
+    assert lines_by_label(figures.sweep_lines(points, "align.lam")) == {"IM": [61.0, 61.0], "IM+LCA": [71.0, 74.0]}
+
+
+def test_report_formats_show_each_setting_best_in_bold(logged):
+    report = build_report("sweep", logged)
+    md = markdown(report)
+    # λ=0.1: IM+LCA Ā (70, 72) → 71 ± 1.41; best Ā is λ=0.5's 74 (one seed); lowest forgetting IM+LCA λ=0.1: 11
+    assert "| synthetic | ties | align.lam=0.1 | IM+LCA | 2 | 71.00 ± 1.41 | **66.00 ± 1.41** | **11.00 ± 1.41** |" in md
+    assert "| synthetic | ties | align.lam=0.5 | IM+LCA | 1 | **74.00 ± 0.00** | 60.00 ± 0.00 | 30.00 ± 0.00 |" in md
+    assert "synthetic,ties,align.lam=0.1,im,2,61.0000,1.4142" in csv_text(report)
+    assert r"\textbf{74.00 $\pm$ 0.00}" in latex(report)
+    page = html_page(report)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert "<b>74.00 ± 0.00</b>" in page

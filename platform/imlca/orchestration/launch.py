@@ -28,7 +28,7 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
 
     def make_callbacks(named: Sweep) -> list:
         return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree,
-                                    str(experiment_path(named)))]
+                                    str(experiment_path(named)), sweep.cfg.metric, sweep.cfg.mode)]
 
     # task checkpoints of short trials trip Tune's snapshot-frequency warning; the snapshots are wanted
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

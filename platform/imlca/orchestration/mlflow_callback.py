@@ -14,10 +14,11 @@ from ray import tune
 
 from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
+from imlca.engine.export import export_run_folder
 from imlca.orchestration.tune_sweep import trial_config
-from imlca.tracking.runs import run_tags
-from imlca.tracking.store import TRIAL_TAG, Tracker, git_commit
-
+from imlca.tracking.outputs import finish_sweep, log_run_outputs, system_metrics
+from imlca.tracking.runs import log_dataset, run_tags, trial_name
+from imlca.tracking.store import TRIAL_TAG, Tracker
 
 
 def run_metrics(result: dict) -> dict:
@@ -28,17 +29,19 @@ def run_metrics(result: dict) -> dict:
 
 class MlflowSweepCallback(tune.Callback):
     def __init__(self, uri: str, experiment: str, sweep_name: str, sweep_params: dict, base_tree: dict,
-                 experiment_dir: str):
+                 experiment_dir: str, metric: str = "avg_acc", mode: str = "max"):
         self.uri, self.experiment, self.sweep_name = uri, experiment, sweep_name
+        self.metric, self.mode = metric, mode  # the best trial (its metrics are copied to the parent run)
         self.sweep_params, self.base_tree = sweep_params, base_tree
         self.state_file = Path(experiment_dir) / "imlca_mlflow.json"
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id → MLflow run id
         self.logged: dict[str, int] = {}  # trial id → last step in MLflow
         self._tracker: Tracker | None = None
+        self._monitor = None  # MLflow's system-metrics sampler on the parent run (this machine's CPU, memory)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_tracker"} | {"_tracker": None}
+        return {k: v for k, v in self.__dict__.items()} | {"_tracker": None, "_monitor": None}
 
     @property
     def tracker(self) -> Tracker:
@@ -50,10 +53,13 @@ class MlflowSweepCallback(tune.Callback):
         if self.state_file.is_file():  # a restored sweep: its parent run already exists
             self.parent_id = json.loads(self.state_file.read_text())["parent_run_id"]
         if self.parent_id is None:
+            tags = {k: v for k, v in run_tags(trial_config(self.base_tree, {})).items()
+                    if k.startswith("mlflow.source") or k == "git_commit"}
             self.parent_id = self.tracker.start_run(self.sweep_name, self.sweep_params,
-                                                    {"imlca.kind": "sweep", "git_commit": git_commit()})
+                                                    {"imlca.kind": "sweep", **tags})
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.state_file.write_text(json.dumps({"parent_run_id": self.parent_id}))
+        self._monitor = system_metrics(self.uri, self.parent_id)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.runs:
@@ -64,7 +70,8 @@ class MlflowSweepCallback(tune.Callback):
         else:
             cfg = trial_config(self.base_tree, trial.config)
             tags = {**run_tags(cfg), TRIAL_TAG: trial.trial_id, "imlca.kind": "trial"}
-            found = self.tracker.start_run(str(trial), flatten(cfg), tags, self.parent_id)
+            found = self.tracker.start_run(trial_name(trial.config, cfg.seed), flatten(cfg), tags, self.parent_id)
+            log_dataset(self.tracker, found, cfg)
         self.runs[trial.trial_id] = found
 
     on_trial_restore = on_trial_start
@@ -84,7 +91,8 @@ class MlflowSweepCallback(tune.Callback):
             cfg = trial_config(self.base_tree, trial.config)
             with trial.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
                 export_checkpoint(Path(folder), cfg, Path(out))
-                self.tracker.log_artifacts(run_id, out)
+                export_run_folder(Path(out), cfg)
+                log_run_outputs(self.tracker, run_id, Path(out))
         self.tracker.end_run(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -92,5 +100,12 @@ class MlflowSweepCallback(tune.Callback):
             self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
     def on_experiment_end(self, trials, **info) -> None:
-        if self.parent_id is not None:
-            self.tracker.end_run(self.parent_id, "FINISHED")
+        if self.parent_id is None:
+            return
+        if self._monitor is not None:
+            self._monitor.finish()
+        page = finish_sweep(self.tracker, self.parent_id, f"imlca sweep {self.sweep_name}", self.state_file.parent,
+                            self.metric, self.mode)
+        if page is not None:
+            print(f"report: {page}", flush=True)
+        self.tracker.end_run(self.parent_id, "FINISHED")

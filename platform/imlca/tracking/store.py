@@ -17,10 +17,19 @@ from imlca.errors import TrackingError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG, TRIAL_TAG = "mlflow.parentRunId", "imlca.trial_id"
+KIND_TAG = "mlflow.experimentKind"
+# MLflow 3's UI opens an experiment of this kind on its runs (not on the GenAI overview of traces)
+EXPERIMENT_TAGS = {KIND_TAG: "custom_model_development"}
 
 
 def resolve_uri(config_uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI
+
+
+def ui_link(server: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI. MLflow 3.17's UI takes GenAI vs Model training from its own switch
+    (this URL parameter, else the browser's last choice) before the experiment's kind tag."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -72,7 +81,9 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=artifact_location(uri))
+            experiment, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
+        if found is not None and found.tags.get(KIND_TAG) != EXPERIMENT_TAGS[KIND_TAG]:
+            self.client.set_experiment_tag(self.experiment_id, KIND_TAG, EXPERIMENT_TAGS[KIND_TAG])
 
     def start_run(self, name: str, params: dict, tags: dict, parent_id: str | None = None) -> str:
         tags = {k: str(v) for k, v in tags.items()}
@@ -99,6 +110,25 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def log_figure(self, run_id: str, figure, artifact_file: str) -> None:
+        self.client.log_figure(run_id, figure, artifact_file)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, local_path, artifact_path)
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: dict[str, str], context: str) -> None:
+        """The benchmark as a run input (MLflow's Datasets panel): metadata only, the images stay where they are."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = MetaDataset(CodeDatasetSource(tags=source), name=name, digest=digest[:36])
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                              [InputTag("mlflow.data.context", context)])])
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)

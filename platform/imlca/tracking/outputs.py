@@ -1,0 +1,83 @@
+"""What finished runs and sweeps leave in MLflow besides metrics: a run's files and figures, a sweep's report.
+
+A run's figures are drawn from the accuracy matrices in its `results.json` (the same numbers as its `acc_j`
+metrics): A_t per task for every method and one accuracy-matrix heatmap per method. A sweep's parent run gets the
+HTML report, the sweep figures and the best trial's final metrics (`best/<metric>`).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from imlca import figures
+from imlca.tracking.report import records
+from imlca.tracking.store import Tracker
+
+FIGURES = "figures"
+
+
+def run_figures(acc: dict[str, list[list[float]]]) -> dict[str, object]:
+    """Artifact path → Figure, for one run's accuracy matrices (method → rows)."""
+    drawn = {f"{FIGURES}/accuracy_curves.png": figures.accuracy_curves(acc)}
+    for method, rows in acc.items():
+        drawn[f"{FIGURES}/accuracy_matrix_{method}.png"] = figures.accuracy_heatmap(
+            rows, f"{figures.METHOD_NAMES.get(method, method)}: accuracy matrix (%)")
+    return drawn
+
+
+def log_run_outputs(tracker: Tracker, run_id: str, folder: Path) -> None:
+    """A run's files (config, results, CSVs, tensors) and the figures of its `results.json`."""
+    tracker.log_artifacts(run_id, str(folder))
+    results = folder / "results.json"
+    if results.is_file():
+        acc = {m: rows for m, rows in json.loads(results.read_text())["acc"].items() if rows}
+        for path, fig in run_figures(acc).items():
+            tracker.log_figure(run_id, fig, path)
+
+
+def system_metrics(uri: str, run_id: str):
+    """MLflow's CPU / memory (/ GPU) sampler on `run_id`, every 10 s; None where MLflow cannot sample here."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, samples_before_logging=1, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except (ImportError, RuntimeError, OSError):
+        return None
+
+
+def best_record(found: list, metric: str, mode: str):
+    scored = [r for r in found if metric in r.metrics]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r.metrics[metric])
+
+
+def finish_sweep(tracker: Tracker, parent_id: str, title: str, out_dir: Path, metric: str = "avg_acc",
+                 mode: str = "max") -> Path | None:
+    """Write `out_dir/report.html` for the sweep's finished trials and log it, the sweep figures and the best
+    trial's final metrics to the parent run. Returns the report's path (None when no trial finished)."""
+    from imlca.report_pages import build_report, html_page
+
+    found = records(tracker, parent_id)
+    if not found:
+        return None
+    report = build_report(title, found)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = out_dir / "report.html"
+    page.write_text(html_page(report))
+    tracker.log_artifact(parent_id, str(page))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (caption, png) in enumerate(report.figures):
+            name = "".join(c if c.isalnum() or c in "._-" else "_" for c in caption)
+            (Path(tmp) / f"{i}_{name}.png").write_bytes(png)
+        tracker.log_artifacts(parent_id, tmp, FIGURES)
+    best = best_record(found, metric, mode)
+    if best is not None:
+        tracker.log_metrics(parent_id, {f"best/{k}": v for k, v in best.metrics.items()}, step=0)
+        tracker.set_tag(parent_id, "best_run", best.name)
+        tracker.set_tag(parent_id, "best_run_id", best.run_id)
+    return page

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,18 +20,18 @@ def autocast(device: torch.device, precision: str):
 
 
 def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, offset: int, cfg: TrainConfig,
-               device: torch.device) -> list[float]:
+               device: torch.device, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Train LoRA (+LN) and the new head with cross-entropy over the new head only (labels − offset).
 
     SGD + momentum, cosine from lr to min_lr stepped per epoch. The backbone stays in eval mode (frozen BatchNorm
-    statistics). Returns the mean loss of each epoch.
+    statistics). Returns the mean loss of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends.
     """
     params = model.trainable_parameters() + [head]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
     model.freeze_statistics()
     losses = []
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         total, count = 0.0, 0
         for images, targets in loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -43,6 +44,8 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
             total, count = total + loss.item() * len(targets), count + len(targets)
         schedule.step()
         losses.append(total / max(count, 1))
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
     return losses
 
 

@@ -56,11 +56,12 @@ class Step(Protocol):
 class LocalStep:
     """Everything in this process: a TaskRunner (model, data, device) and the MergeState."""
 
-    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None):
+    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None,
+                 on_epoch: Callable[[int, int, float], None] | None = None):  # (task, epoch, training loss)
         from imlca.engine.runner import TaskRunner  # the heavy side: timm, peft, the data loaders
         from imlca.engine.state import MergeState
 
-        self.runner, self.checkpoint_dir = TaskRunner(cfg), checkpoint_dir
+        self.runner, self.checkpoint_dir = TaskRunner(cfg, on_epoch), checkpoint_dir
         self.state = MergeState(cfg, self.runner.theta0(), self.runner.model.dim)
         self.num_tasks = self.runner.num_tasks
 

@@ -5,6 +5,8 @@ scores head sets on the merged backbone. The in-process protocol and the Ray Tas
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -43,9 +45,12 @@ def preflight(cfg: ExperimentConfig) -> None:
         read_checkpoint(cfg.model.checkpoint)
 
 
+EpochCallback = Callable[[int, int, float], None]  # (task, epoch, mean training loss of the epoch)
+
+
 class TaskRunner:
-    def __init__(self, cfg: ExperimentConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: ExperimentConfig, on_epoch: EpochCallback | None = None):
+        self.cfg, self.on_epoch = cfg, on_epoch
         self.device = resolve_device(cfg.train.device)
         self.benchmark = load_benchmark(cfg.data, cfg.seed)
         self.model = build_model(cfg).to(self.device)
@@ -75,7 +80,8 @@ class TaskRunner:
         head = nn.Parameter(init_head(hi - lo, self.model.dim, generator(cfg.seed, "head", task)).to(self.device))
         torch.manual_seed(derive_seed(cfg.seed, "augment", task))  # the transforms draw from the global RNG
         loader = self._loader("train", [task], self.train_tf, shuffle_seed=derive_seed(cfg.seed, "shuffle", task))
-        losses = train_task(self.model, head, loader, lo, cfg.train, self.device)
+        hear = None if self.on_epoch is None else lambda epoch, loss: self.on_epoch(task, epoch, loss)
+        losses = train_task(self.model, head, loader, lo, cfg.train, self.device, hear)
         feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device,
                                           cfg.train.precision)
         bank = GaussianBank(self.model.dim, cfg.align.ridge)

@@ -11,7 +11,7 @@ import sys
 
 from imlca.errors import UserError
 
-COMMANDS = ("run", "sweep", "report", "bench", "benchmarks")
+COMMANDS = ("run", "sweep", "report", "predict", "bench", "benchmarks")
 
 
 def build_parser() -> argparse.ArgumentParser:

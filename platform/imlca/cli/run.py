@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 from imlca.errors import UserError
@@ -31,6 +32,12 @@ def _output_dir(args: argparse.Namespace, cfg) -> Path:
     return Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _num_tasks(cfg) -> int:
+    from imlca.data import load_benchmark
+
+    return load_benchmark(cfg.data, cfg.seed).split.num_tasks
+
+
 def execute(args: argparse.Namespace) -> int:
     from imlca.config import load_config
 
@@ -54,13 +61,23 @@ def execute(args: argparse.Namespace) -> int:
     print(f"run {cfg.name}: {cfg.data.benchmark}, {cfg.model.backbone}, merge {cfg.merge.rule}/{cfg.merge.space}, "
           f"methods {', '.join(cfg.align.methods)}, seed {cfg.seed} -> {out}", flush=True)
     printer = task_printer(cfg.align.methods)
+    from imlca.progress import RunProgress, task_summary
+
+    progress = RunProgress(_num_tasks(cfg), cfg.train.epochs)
 
     def on_task(report: dict) -> None:
-        printer(report)
+        with progress.bar.external_write_mode():
+            printer(report)
+            print(task_summary(report, cfg.align.methods), flush=True)
         if tracked is not None:
             tracked.on_task(report)
 
-    step = LocalStep
+    def on_epoch(task: int, epoch: int, loss: float) -> None:
+        progress.epoch(task, epoch, loss)
+        if tracked is not None:
+            tracked.on_epoch(task, epoch, loss, cfg.train.epochs)
+
+    step = partial(LocalStep, on_epoch=on_epoch)
     if args.distributed:
         from imlca.orchestration.ray_step import RayStep as step
     try:
@@ -69,11 +86,20 @@ def execute(args: argparse.Namespace) -> int:
         if tracked is not None:
             tracked.finish(None, "FAILED")
         raise
+    finally:
+        progress.close()
     print_summary(result)
-    write_run(out, cfg, result)
+    from imlca.engine.export import export_run_folder
+
+    def write(folder: Path) -> None:
+        write_run(folder, cfg, result)
+        export_run_folder(folder, cfg)
+
+    write(out)
     if tracked is not None:
-        tracked.finish(lambda d: write_run(d, cfg, result))
-    print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors")
+        tracked.finish(write)
+    print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors, "
+          f"model/ (peft adapter, head, class names: imlca predict {out} IMAGE)")
     return 0
 
 

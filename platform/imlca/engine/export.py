@@ -1,0 +1,174 @@
+"""A trained run as a model people can reuse elsewhere: peft's own adapter format on the timm backbone, the
+classifier and the class names; `load` turns such a folder (or an MLflow run's copy) back into a predictor.
+
+Folder layout (`model/` of a run's outputs):
+  model.json                    timm name, how to rebuild the backbone, image size, normalisation, merge space
+  adapter/adapter_config.json   peft LoraConfig         } `merge.space: factors`: the merged LoRA factors,
+  adapter/adapter_model.safetensors                     } loadable with PeftModel.from_pretrained(backbone, ...)
+  backbone.safetensors          `merge.space: delta`: the timm state dict with the merged ΔW folded into W0
+  layer_norm.safetensors        the merged LayerNorm after the pooled features (when the run trains one)
+  head.safetensors              `weight` [C, D]: the method's heads, rows in class-order positions
+  classes.json                  the class name of every row of `weight`
+The backbone's base weights are not copied: they are rebuilt as the run built them (timm + the configured
+weights, or the seeded random init), so a folder stays as small as the adapter.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from imlca.config import ExperimentConfig, from_dict
+
+Tensors = dict[str, torch.Tensor]
+PEFT_PREFIX = "base_model.model."  # PeftModel's names for the wrapped model's modules
+LN_PREFIX, DELTA_PREFIX = "ln.", "delta."
+
+
+def lora_config(cfg: ExperimentConfig):
+    from peft import LoraConfig
+
+    from imlca.models.backbone import BACKBONES
+
+    return LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, bias="none",
+                      target_modules=cfg.lora.target or BACKBONES[cfg.model.backbone].lora_target,
+                      init_lora_weights=cfg.lora.init)
+
+
+def fresh_backbone(cfg: ExperimentConfig) -> torch.nn.Module:
+    """The timm backbone exactly as the run started from it (same weights source, same seeded init)."""
+    from imlca.models.backbone import create_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint, cfg.data.image_size)
+
+
+def folded_backbone(cfg: ExperimentConfig, merged: Tensors) -> Tensors:
+    """`merge.space: delta`: the backbone's state dict with W0 + merged ΔW in every adapted layer."""
+    state = fresh_backbone(cfg).state_dict()
+    for key, delta in merged.items():
+        if key.startswith(DELTA_PREFIX):
+            name = key[len(DELTA_PREFIX):] + ".weight"
+            state[name] = state[name] + delta.to(state[name].dtype)
+    return state
+
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = {"digits_fashion20": [f"digit {d}" for d in range(10)] + FASHION}  # dataset class id → name
+
+
+def class_names(cfg: ExperimentConfig, num_classes: int) -> list[str]:
+    """The name of each class-order position (the seeded order the run trained in); `class <id>` where the
+    benchmark carries no names."""
+    from imlca.data.splits import class_order
+
+    names = CLASS_NAMES.get(cfg.data.benchmark)
+    return [names[c] if names else f"class {c}" for c in class_order(num_classes, cfg.seed).tolist()]
+
+
+def export_run_folder(run_dir: Path, cfg: ExperimentConfig) -> Path:
+    """`run_dir/model/` from a finished run's `adapter.safetensors` and `heads.safetensors` (the heads of
+    `align.method`)."""
+    merged = load_file(str(Path(run_dir) / "adapter.safetensors"))
+    heads_file = load_file(str(Path(run_dir) / "heads.safetensors"))
+    method = cfg.align.method
+    heads = [heads_file[f"{method}.{t}"] for t in range(sum(k.startswith(method + ".") for k in heads_file))]
+    num_classes = sum(len(h) for h in heads)
+    return export_model(Path(run_dir) / "model", cfg, merged, heads, class_names(cfg, num_classes))
+
+
+def export_model(out_dir: Path, cfg: ExperimentConfig, merged: Tensors, heads: list[torch.Tensor],
+                 class_names: list[str]) -> Path:
+    """Write the folder described above for one method's `heads` (list of [n_t, D], task order)."""
+    from imlca.models.backbone import BACKBONES
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lora = {k: v for k, v in merged.items() if not k.startswith((LN_PREFIX, DELTA_PREFIX))}
+    if cfg.merge.space == "delta":
+        save_file({k: v.contiguous() for k, v in folded_backbone(cfg, merged).items()},
+                  str(folder / "backbone.safetensors"))
+    else:
+        lora_config(cfg).save_pretrained(str(folder / "adapter"))
+        save_file({PEFT_PREFIX + k: v.contiguous() for k, v in lora.items()},
+                  str(folder / "adapter" / "adapter_model.safetensors"))
+    layer_norm = {k[len(LN_PREFIX):]: v.contiguous() for k, v in merged.items() if k.startswith(LN_PREFIX)}
+    if layer_norm:
+        save_file(layer_norm, str(folder / "layer_norm.safetensors"))
+    weight = torch.cat(heads).contiguous()
+    save_file({"weight": weight}, str(folder / "head.safetensors"))
+    (folder / "classes.json").write_text(json.dumps(class_names))
+    spec = BACKBONES[cfg.model.backbone]
+    info = {"timm_name": spec.timm_name, "backbone": cfg.model.backbone, "image_size": cfg.data.image_size,
+            "merge_space": cfg.merge.space, "num_classes": int(weight.shape[0]), "config": _config_tree(cfg)}
+    (folder / "model.json").write_text(json.dumps(info, indent=1))
+    return folder
+
+
+def _config_tree(cfg: ExperimentConfig) -> dict:
+    from imlca.config import to_dict
+
+    return to_dict(cfg)
+
+
+class ExportedModel(torch.nn.Module):
+    """Backbone (+ merged adapter) → pooled features → LayerNorm → head; `predict` names the classes of images."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        from peft import PeftModel
+
+        folder = Path(folder)
+        info = json.loads((folder / "model.json").read_text())
+        self.cfg = from_dict(ExperimentConfig, info["config"])
+        backbone = fresh_backbone(self.cfg)
+        if info["merge_space"] == "delta":
+            backbone.load_state_dict(load_file(str(folder / "backbone.safetensors")))
+        else:
+            backbone = PeftModel.from_pretrained(backbone, str(folder / "adapter")).base_model.model
+        self.backbone = backbone.eval()
+        ln_file = folder / "layer_norm.safetensors"
+        self.ln = torch.nn.Identity()
+        if ln_file.is_file():
+            self.ln = torch.nn.LayerNorm(self.backbone.num_features)
+            self.ln.load_state_dict(load_file(str(ln_file)))
+        self.head = load_file(str(folder / "head.safetensors"))["weight"]
+        self.classes = json.loads((folder / "classes.json").read_text())
+        self.transform = _transform(self.cfg, self.backbone)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] transformed images → logits [B, C] in class-order positions."""
+        pooled = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+        return self.ln(pooled) @ self.head.T
+
+    def predict(self, images) -> list[str]:
+        """PIL images or paths → class names."""
+        from PIL import Image
+
+        batch = torch.stack([self.transform(Image.open(i).convert("RGB") if isinstance(i, (str, Path)) else
+                                            i.convert("RGB")) for i in images])
+        return [self.classes[k] for k in self(batch).argmax(dim=1).tolist()]
+
+
+def _transform(cfg: ExperimentConfig, backbone: torch.nn.Module):
+    from imlca.data.transforms import build_transform
+
+    mean, std = (getattr(backbone, "pretrained_cfg", {}).get(k, (0.5,) * 3) for k in ("mean", "std"))
+    return build_transform(cfg.data, False, mean, std)
+
+
+def load(source: str | Path, uri: str | None = None) -> ExportedModel:
+    """A folder written by `export_model` (or a run folder holding `model/`), or the MLflow run id whose
+    `model/` artifacts hold one (tracking URI: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."""
+    path = Path(source)
+    if (path / "model" / "model.json").is_file():
+        path = path / "model"
+    if not (path / "model.json").is_file():
+        from imlca.tracking.models import download_model
+
+        path = download_model(str(source), uri)
+    return ExportedModel(path)

@@ -1,0 +1,66 @@
+"""The notebook API: `imlca.run(config, overrides=...)` and `imlca.sweep(sweep_file, overrides=...)`.
+
+Overrides are the dotted keys of `--set` with Python values: `{"align.lam": 0.3, "lora.rank": 16}`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from imlca.config import ExperimentConfig, from_dict, read_config_tree, set_dotted
+
+
+def experiment(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """The validated config of `config` (YAML, may `extends:`) with `overrides` applied."""
+    tree = read_config_tree(config) if config is not None else {}
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    return from_dict(ExperimentConfig, tree)
+
+
+def run(config: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
+        verbose: bool = False):
+    """One run in this process; returns its `RunResult` (`.summary[method]["avg_acc"]`, `.acc`, `.reports`).
+    With `out`, its files (config, results, accuracy CSVs, adapter, heads) are written there too."""
+    from imlca.engine.protocol import run_protocol, task_printer, write_outputs
+    from imlca.engine.runner import preflight
+
+    cfg = experiment(config, overrides)
+    preflight(cfg)
+    result = run_protocol(cfg, on_task=task_printer(cfg.align.methods) if verbose else None)
+    if out is not None:
+        write_outputs(Path(out), cfg, result)
+    return result
+
+
+def sweep(sweep_file: str | Path, overrides: dict[str, Any] | None = None):
+    """A Ray Tune sweep tracked in MLflow, as `imlca sweep` runs it; returns a pandas DataFrame with one row per
+    finished trial: run name and id, swept values, and every method's Ā, last accuracy and forgetting."""
+    from imlca.config.sweep import load_sweep
+    from imlca.orchestration.launch import launch_sweep
+    from imlca.tracking.report import latest_sweep_records
+    from imlca.tracking.store import resolve_uri
+
+    swept = load_sweep(sweep_file)
+    for key, value in (overrides or {}).items():
+        set_dotted(swept.base_tree, key, value)
+    swept.validate()
+    base = from_dict(ExperimentConfig, swept.base_tree)
+    started = time.time()
+    launch_sweep(swept)
+    found = latest_sweep_records(resolve_uri(base.tracking.uri), base.tracking.experiment, since=started)
+    return trials_frame(found, list(swept.cfg.space))
+
+
+def trials_frame(found: list, keys: list[str]):
+    import pandas as pd
+
+    rows = []
+    for record in found:
+        row = {"run": record.name, "run_id": record.run_id, "benchmark": record.benchmark, "seed": record.seed}
+        row.update({key: record.params.get(key) for key in keys})
+        row.update({k: v for k, v in record.metrics.items() if k.split("/")[-1] in ("avg_acc", "last_acc",
+                                                                                       "forgetting")})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -22,7 +22,7 @@ def experiment(config: str | Path | None = None, overrides: dict[str, Any] | Non
 def run(config: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
         verbose: bool = False):
     """One run in this process; returns its `RunResult` (`.summary[method]["avg_acc"]`, `.acc`, `.reports`).
-    With `out`, its files (config, results, accuracy CSVs, adapter, heads) are written there too."""
+    With `out`, its files (config, results, accuracy CSVs, adapter, heads, `model/`) are written there too."""
     from imlca.engine.protocol import run_protocol, task_printer, write_outputs
     from imlca.engine.runner import preflight
 
@@ -30,7 +30,10 @@ def run(config: str | Path | None = None, overrides: dict[str, Any] | None = Non
     preflight(cfg)
     result = run_protocol(cfg, on_task=task_printer(cfg.align.methods) if verbose else None)
     if out is not None:
+        from imlca.engine.export import export_run_folder
+
         write_outputs(Path(out), cfg, result)
+        export_run_folder(Path(out), cfg)
     return result
 
 

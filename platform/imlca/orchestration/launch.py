@@ -8,7 +8,7 @@ from imlca.orchestration.cluster import check_gpus, ensure_ray
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep
-from imlca.tracking.store import check_reachable, resolve_uri
+from imlca.tracking.store import Tracker, check_reachable, resolve_uri, ui_link
 
 
 def sweep_params(sweep: Sweep) -> dict:
@@ -16,6 +16,10 @@ def sweep_params(sweep: Sweep) -> dict:
     params.update({f"set.{k}": v for k, v in sweep.cfg.set.items()})
     params.update(num_samples=sweep.cfg.num_samples, metric=sweep.cfg.metric, scheduler=sweep.cfg.scheduler.type)
     return params
+
+
+def experiment_id(uri: str, base) -> str:
+    return Tracker(uri, base.tracking.experiment).experiment_id
 
 
 def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
@@ -42,5 +46,5 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
     settings = ", ".join(f"{k}={v}" for k, v in best.config.items()) or "(base config)"
     print(f"best trial: {settings}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
     print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {uri}")
-    print("open the results side by side: make ui   (http://127.0.0.1:5000)")
+    print(f"open the results side by side: make ui, then {ui_link('http://127.0.0.1:5000', experiment_id(uri, base))}")
     return 1 if grid.errors else 0

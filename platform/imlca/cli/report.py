@@ -32,7 +32,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.format:
         from imlca.report_pages import write_report
 
-        path = write_report(args.out, args.format, f"imlca report: experiment {args.experiment}", table, found)
+        path = write_report(args.out, args.format, f"imlca report: experiment {args.experiment}", found)
         print(f"wrote {path}")
         return 0
     for line in (format_paper(table) if args.paper else format_table(table)):

@@ -15,7 +15,8 @@ from imlca.cli import main
 from imlca.config import load_config
 from imlca.core.metrics import predict, task_accuracies
 from imlca.engine.export import export_run_folder, fresh_backbone
-from imlca.engine.protocol import run_protocol, write_outputs
+from imlca.engine.artifacts import write_run
+from imlca.engine.protocol import run_protocol
 from imlca.engine.runner import TaskRunner
 
 from conftest import TINY, tiny_overrides
@@ -24,7 +25,7 @@ from conftest import TINY, tiny_overrides
 def finished_run(tmp_path, **overrides):
     cfg = load_config(TINY, tiny_overrides(**overrides))
     result = run_protocol(cfg)
-    write_outputs(tmp_path, cfg, result)
+    write_run(tmp_path, cfg, result)
     return cfg, result, export_run_folder(tmp_path, cfg)
 
 

@@ -11,13 +11,14 @@ import statistics
 
 from matplotlib.figure import Figure
 
-from imlca.paper_results import METHOD_NAMES
+from imlca.registries import METHODS
 
 Matrix = list[list[float]]
 
 
-def _name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+def label(method: str) -> str:
+    """`im_lca` → `IM+LCA`, as the paper's tables write it."""
+    return METHODS[method].label if method in METHODS else method
 
 
 def accuracy_curves(acc: dict[str, Matrix], title: str = "") -> Figure:
@@ -25,7 +26,7 @@ def accuracy_curves(acc: dict[str, Matrix], title: str = "") -> Figure:
     fig = Figure(figsize=(5.0, 3.4), layout="constrained")
     ax = fig.add_subplot()
     for method, rows in acc.items():
-        ax.plot(range(len(rows)), [sum(r) / len(r) for r in rows], marker="o", label=_name(method))
+        ax.plot(range(len(rows)), [sum(r) / len(r) for r in rows], marker="o", label=label(method))
     ax.set(xlabel="after task", ylabel="A_t (%)", title=title or "accuracy over seen tasks")
     ax.set_xticks(range(max((len(r) for r in acc.values()), default=0)))
     ax.grid(alpha=0.3)
@@ -69,7 +70,7 @@ def sweep_lines(points: dict[str, dict[float, list[float]]], key: str, metric: s
         xs = sorted(by_value)
         stats = [mean_std(by_value[x]) for x in xs]
         ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3,
-                    label=_name(method))
+                    label=label(method))
     ax.set(xlabel=key, ylabel=f"{metric} (%)", title=f"{metric} against {key}")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -103,7 +104,7 @@ def _order(value):
 def method_bars(values: dict[tuple[str, str], list[float]], metric: str = "Ā") -> Figure:
     """(benchmark, method) → values over seeds: grouped bars per benchmark, error bars = std over seeds."""
     benchmarks = sorted({b for b, _ in values})
-    methods = [m for m in METHOD_NAMES if any(k[1] == m for k in values)]
+    methods = [m for m in METHODS if any(k[1] == m for k in values)]
     methods += sorted({m for _, m in values} - set(methods))
     width = 0.8 / max(len(methods), 1)
     fig = Figure(figsize=(1.6 + 1.6 * len(benchmarks), 3.4), layout="constrained")
@@ -112,7 +113,7 @@ def method_bars(values: dict[tuple[str, str], list[float]], metric: str = "Ā") 
         xs = [b + (i - (len(methods) - 1) / 2) * width for b, name in enumerate(benchmarks)
               if (name, method) in values]
         stats = [mean_std(values[(name, method)]) for name in benchmarks if (name, method) in values]
-        ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=_name(method))
+        ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=label(method))
     ax.set_xticks(range(len(benchmarks)), benchmarks)
     ax.set(ylabel=f"{metric} (%)", title=f"{metric} per benchmark and method (mean ± std over seeds)")
     ax.legend()

@@ -23,18 +23,25 @@ def run(config: str | Path | None = None, overrides: dict[str, Any] | None = Non
         verbose: bool = False):
     """One run in this process; returns its `RunResult` (`.summary[method]["avg_acc"]`, `.acc`, `.reports`).
     With `out`, its files (config, results, accuracy CSVs, adapter, heads, `model/`) are written there too."""
-    from imlca.engine.protocol import run_protocol, task_printer, write_outputs
+    from imlca.engine.artifacts import write_run
+    from imlca.engine.protocol import run_protocol
     from imlca.engine.runner import preflight
 
     cfg = experiment(config, overrides)
     preflight(cfg)
-    result = run_protocol(cfg, on_task=task_printer(cfg.align.methods) if verbose else None)
+    result = run_protocol(cfg, on_task=_print_task if verbose else None)
     if out is not None:
         from imlca.engine.export import export_run_folder
 
-        write_outputs(Path(out), cfg, result)
+        write_run(Path(out), cfg, result)
         export_run_folder(Path(out), cfg)
     return result
+
+
+def _print_task(report: dict) -> None:
+    from imlca.progress import task_summary
+
+    print(task_summary(report, [k[: -len("/A_t")] for k in report if k.endswith("/A_t")]), flush=True)
 
 
 def sweep(sweep_file: str | Path, overrides: dict[str, Any] | None = None):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imlca import figures
-from imlca.paper_results import METHOD_NAMES
+from imlca.registries import METHODS
 
 METRICS = ("avg_acc", "last_acc", "forgetting")
 HEADERS = {"avg_acc": "Ā", "last_acc": "last accuracy", "forgetting": "forgetting"}
@@ -62,7 +62,7 @@ def build_rows(found: list) -> list[Row]:
         for method in record.methods:
             key = (record.benchmark, record.rule, setting_of(record, keys), method)
             groups[key][record.seed] = record.method_metrics(method)
-    order = {m: i for i, m in enumerate(METHOD_NAMES)}
+    order = {m: i for i, m in enumerate(METHODS)}
     rows = [Row(b, r, setting, m, {k: [s[k] for s in seeds.values() if k in s] for k in METRICS})
             for (b, r, setting, m), seeds in groups.items()]
     return sorted(rows, key=lambda row: (row.benchmark, row.rule, row.setting, order.get(row.method, 99)))
@@ -119,7 +119,7 @@ def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, byte
                 coords = tuple(_number(record.params.get(k)) for k in keys)
                 cells[coords].append(record.metrics[f"{headline}/avg_acc"])
         if cells:
-            fig = figures.sweep_heatmap(cells, keys[0], keys[1], f"{METHOD_NAMES.get(headline, headline)} Ā")
+            fig = figures.sweep_heatmap(cells, keys[0], keys[1], f"{figures.label(headline)} Ā")
             out.append((f"{keys[0]} × {keys[1]}", figures.png_bytes(fig)))
     return out
 
@@ -151,7 +151,7 @@ def _cell(report: Report, i: int, metric: str, bold: tuple[str, str]) -> str:
 
 
 def label_cells(row: Row) -> list[str]:
-    return [row.benchmark, row.rule, row.setting or "-", METHOD_NAMES.get(row.method, row.method), str(row.seeds)]
+    return [row.benchmark, row.rule, row.setting or "-", figures.label(row.method), str(row.seeds)]
 
 
 LABELS = ["benchmark", "merge", "setting", "method", "seeds"]
@@ -166,7 +166,7 @@ def markdown(report: Report) -> str:
     if report.robustness:
         lines += ["", "| run | method | " + " | ".join(ROBUSTNESS) + " |", "|---|---|" + "---|" * len(ROBUSTNESS)]
         for name, method, values in report.robustness:
-            lines.append(f"| {name} | {METHOD_NAMES.get(method, method)} | " +
+            lines.append(f"| {name} | {figures.label(method)} | " +
                          " | ".join(f"{values[k]:.2f}" if k in values else "-" for k in ROBUSTNESS) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,15 +219,15 @@ def html_page(report: Report) -> str:
             parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     if report.robustness:
-        rows = [[html.escape(n), METHOD_NAMES.get(m, m)] + [f"{v[k]:.2f}" if k in v else "-" for k in ROBUSTNESS]
+        rows = [[html.escape(n), figures.label(m)] + [f"{v[k]:.2f}" if k in v else "-" for k in ROBUSTNESS]
                 for n, m, v in report.robustness]
         parts += ["<h2>Robustness</h2>", _html_table(["run", "method", *ROBUSTNESS], rows, "robustness")]
     if report.trials:
-        methods = [m for m in METHOD_NAMES if any(m in r.methods for r in report.trials)]
+        methods = [m for m in METHODS if any(m in r.methods for r in report.trials)]
         rows = [[html.escape(r.name), html.escape(r.run_id)] +
                 [f"{r.metrics[f'{m}/avg_acc']:.2f}" if f"{m}/avg_acc" in r.metrics else "-" for m in methods]
                 for r in report.trials]
-        parts += ["<h2>Runs</h2>", _html_table(["run", "MLflow run id"] + [f"{METHOD_NAMES[m]} Ā" for m in methods],
+        parts += ["<h2>Runs</h2>", _html_table(["run", "MLflow run id"] + [f"{figures.label(m)} Ā" for m in methods],
                                                rows, "runs")]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -30,7 +30,7 @@ LN_PREFIX, DELTA_PREFIX = "ln.", "delta."
 def lora_config(cfg: ExperimentConfig):
     from peft import LoraConfig
 
-    from imlca.models.backbone import BACKBONES
+    from imlca.registries import BACKBONES
 
     return LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, bias="none",
                       target_modules=cfg.lora.target or BACKBONES[cfg.model.backbone].lora_target,
@@ -83,7 +83,7 @@ def export_run_folder(run_dir: Path, cfg: ExperimentConfig) -> Path:
 def export_model(out_dir: Path, cfg: ExperimentConfig, merged: Tensors, heads: list[torch.Tensor],
                  class_names: list[str]) -> Path:
     """Write the folder described above for one method's `heads` (list of [n_t, D], task order)."""
-    from imlca.models.backbone import BACKBONES
+    from imlca.registries import BACKBONES
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def run_figures(acc: dict[str, list[list[float]]]) -> dict[str, object]:
     drawn = {f"{FIGURES}/accuracy_curves.png": figures.accuracy_curves(acc)}
     for method, rows in acc.items():
         drawn[f"{FIGURES}/accuracy_matrix_{method}.png"] = figures.accuracy_heatmap(
-            rows, f"{figures.METHOD_NAMES.get(method, method)}: accuracy matrix (%)")
+            rows, f"{figures.label(method)}: accuracy matrix (%)")
     return drawn
 
 

@@ -76,14 +76,18 @@ def test_sweep_lines_plot_each_setting_mean_from_the_store(logged):
     for r in logged:
         for m in r.methods:
             points.setdefault(m, {}).setdefault(float(r.params["align.lam"]), []).append(r.metrics[f"{m}/avg_acc"])
-    assert lines_by_label(figures.sweep_lines(points, "align.lam")) == {"IM": [61.0, 61.0], "IM+LCA": [71.0, 74.0]}
+    ax = figures.sweep_lines(points, "align.lam").axes[0]
+    means = {c.get_label(): list(c.lines[0].get_ydata()) for c in ax.containers}  # one errorbar per method
+    assert means == {"IM": [61.0, 61.0], "IM+LCA": [71.0, 74.0]}
+    assert [list(c.lines[0].get_xdata()) for c in ax.containers] == [[0.1, 0.5], [0.1, 0.5]]
 
 
 def test_report_formats_show_each_setting_best_in_bold(logged):
     report = build_report("sweep", logged)
     md = markdown(report)
     # λ=0.1: IM+LCA Ā (70, 72) → 71 ± 1.41; best Ā is λ=0.5's 74 (one seed); lowest forgetting IM+LCA λ=0.1: 11
-    assert "| synthetic | ties | align.lam=0.1 | IM+LCA | 2 | 71.00 ± 1.41 | **66.00 ± 1.41** | **11.00 ± 1.41** |" in md
+    assert ("| synthetic | ties | align.lam=0.1 | IM+LCA | 2 | 71.00 ± 1.41 | **66.00 ± 1.41** | **11.00 ± 1.41** |"
+            in md)
     assert "| synthetic | ties | align.lam=0.5 | IM+LCA | 1 | **74.00 ± 0.00** | 60.00 ± 0.00 | 30.00 ± 0.00 |" in md
     assert "synthetic,ties,align.lam=0.1,im,2,61.0000,1.4142" in csv_text(report)
     assert r"\textbf{74.00 $\pm$ 0.00}" in latex(report)
@@ -91,3 +95,12 @@ def test_report_formats_show_each_setting_best_in_bold(logged):
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 2 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert "<b>74.00 ± 0.00</b>" in page
+
+
+def test_trials_frame_has_one_row_per_trial_with_swept_values_and_metrics(logged):
+    from imlca.notebook import trials_frame
+
+    frame = trials_frame(logged, ["align.lam"])
+    assert list(frame["run"]) == ["lam=0.1 seed=1", "lam=0.1 seed=2", "lam=0.5 seed=1"]
+    assert list(frame["align.lam"]) == ["0.1", "0.1", "0.5"]
+    assert list(frame["im_lca/avg_acc"]) == [70.0, 72.0, 74.0] and list(frame["im/forgetting"]) == [20.0, 22.0, 21.0]

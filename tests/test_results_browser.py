@@ -113,7 +113,8 @@ def test_mlflow_ui_lists_the_trials_and_shows_a_logged_figure(swept, tmp_path):
         body = lambda: browser.find_element("tag name", "body").text  # noqa: E731
         wait_until(lambda: parent.info.run_name in body(), "the sweep's parent run in the runs table", 180, browser)
         assert "/runs" in browser.current_url and "Detect Issues" not in body()  # not the GenAI overview
-        name_cell = browser.find_element("xpath", f"//*[text()='{parent.info.run_name}']/ancestor::*[@role='gridcell'][1]")
+        name_cell = browser.find_element(
+            "xpath", f"//*[text()='{parent.info.run_name}']/ancestor::*[@role='gridcell'][1]")
         name_cell.find_element("css selector", "button").click()  # expand the parent: its trials are nested
         for run in trials:
             wait_until(lambda: run.info.run_name in body(), f"trial run '{run.info.run_name}'", driver=browser)

@@ -1,4 +1,4 @@
-"""The notebook API: `imlca.run(config, overrides=...)` and `imlca.sweep(sweep_file, overrides=...)`.
+"""The notebook API: `imlca.run(config, overrides=...)`, `imlca.sweep(sweep_file, overrides=...)`, `imlca.load(...)`.
 
 Overrides are the dotted keys of `--set` with Python values: `{"align.lam": 0.3, "lora.rank": 16}`.
 """
@@ -74,3 +74,19 @@ def trials_frame(found: list, keys: list[str]):
                                                                                        "forgetting")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def load(source: str | Path, uri: str | None = None):
+    """A model that names the classes of images (`.predict(paths or PIL images)`), from a folder written by
+    `imlca.engine.export` (or a run folder holding `model/`), or from the MLflow run id whose `model/` artifacts
+    hold one (tracking URI: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."""
+    from imlca.engine.export import ExportedModel
+
+    path = Path(source)
+    if (path / "model" / "model.json").is_file():
+        path = path / "model"
+    if not (path / "model.json").is_file():
+        from imlca.tracking.models import download_model
+
+        path = download_model(str(source), uri)
+    return ExportedModel(path)

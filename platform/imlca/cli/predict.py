@@ -19,12 +19,9 @@ def execute(args: argparse.Namespace) -> int:
     missing = [i for i in args.images if not Path(i).is_file()]
     if missing:
         raise UserError(f"image {missing[0]} not found; give paths of existing image files")
-    from imlca.engine.export import load
+    from imlca.notebook import load
 
-    source = Path(args.run)
-    if (source / "model" / "model.json").is_file():
-        source = source / "model"
-    model = load(source if (source / "model.json").is_file() else args.run, args.uri)
+    model = load(args.run, args.uri)
     for image, name in zip(args.images, model.predict(args.images)):
         print(f"{image}\t{name}")
     return 0

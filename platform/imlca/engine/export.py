@@ -1,5 +1,6 @@
 """A trained run as a model people can reuse elsewhere: peft's own adapter format on the timm backbone, the
-classifier and the class names; `load` turns such a folder (or an MLflow run's copy) back into a predictor.
+classifier and the class names. `ExportedModel` turns such a folder back into a predictor (`imlca.load` also
+fetches one from an MLflow run).
 
 Folder layout (`model/` of a run's outputs):
   model.json                    timm name, how to rebuild the backbone, image size, normalisation, merge space
@@ -159,16 +160,3 @@ def _transform(cfg: ExperimentConfig, backbone: torch.nn.Module):
 
     mean, std = (getattr(backbone, "pretrained_cfg", {}).get(k, (0.5,) * 3) for k in ("mean", "std"))
     return build_transform(cfg.data, False, mean, std)
-
-
-def load(source: str | Path, uri: str | None = None) -> ExportedModel:
-    """A folder written by `export_model` (or a run folder holding `model/`), or the MLflow run id whose
-    `model/` artifacts hold one (tracking URI: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."""
-    path = Path(source)
-    if (path / "model" / "model.json").is_file():
-        path = path / "model"
-    if not (path / "model.json").is_file():
-        from imlca.tracking.models import download_model
-
-        path = download_model(str(source), uri)
-    return ExportedModel(path)

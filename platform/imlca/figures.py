@@ -102,7 +102,8 @@ def _order(value):
 
 
 def method_bars(values: dict[tuple[str, str], list[float]], metric: str = "Ā") -> Figure:
-    """(benchmark, method) → values over seeds: grouped bars per benchmark, error bars = std over seeds."""
+    """(benchmark, method) → values over runs (seeds, other settings): grouped bars per benchmark, error bars =
+    their std."""
     benchmarks = sorted({b for b, _ in values})
     methods = [m for m in METHODS if any(k[1] == m for k in values)]
     methods += sorted({m for _, m in values} - set(methods))
@@ -115,7 +116,7 @@ def method_bars(values: dict[tuple[str, str], list[float]], metric: str = "Ā") 
         stats = [mean_std(values[(name, method)]) for name in benchmarks if (name, method) in values]
         ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=label(method))
     ax.set_xticks(range(len(benchmarks)), benchmarks)
-    ax.set(ylabel=f"{metric} (%)", title=f"{metric} per benchmark and method (mean ± std over seeds)")
+    ax.set(ylabel=f"{metric} (%)", title=f"{metric} (mean ± std over runs)")
     ax.legend()
     return fig
 

@@ -19,6 +19,7 @@ from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, M
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+PIPELINES = ("pil", "cached")  # per-image torchvision transforms | decoded-image cache + batched augmentation
 
 
 @dataclass
@@ -32,7 +33,9 @@ class DataConfig:
     train_per_class: int | None = None  # keep at most this many training images per class (None: all)
     test_per_class: int | None = None
     task_sizes: list[int] | None = None  # classes per task; None: the benchmark's own split
-    num_workers: int = 0
+    num_workers: int | None = 0  # loader processes; None: the trial's CPUs (resources.num_cpus) less one
+    pipeline: str = "pil"  # "cached": images decoded once per node, augmented as batches on the device
+    cache_dir: str | None = None  # the decoded-image cache; falls back to $IMLCA_CACHE, then ~/.cache/imlca
 
     def __post_init__(self) -> None:
         choose(self.benchmark, "benchmark", BENCHMARKS)
@@ -44,7 +47,9 @@ class DataConfig:
         if self.task_sizes is not None:
             require(len(self.task_sizes) > 0 and min(self.task_sizes) >= 1, "task_sizes",
                      f"must be a non-empty list of positive class counts (got {self.task_sizes})")
-        require(self.num_workers >= 0, "num_workers", f"must be >= 0 (got {self.num_workers})")
+        require(self.num_workers is None or self.num_workers >= 0, "num_workers",
+                f"must be >= 0 or null (got {self.num_workers})")
+        choose(self.pipeline, "pipeline", PIPELINES)
 
 
 @dataclass
@@ -90,6 +95,8 @@ class TrainConfig:
     min_lr: float = 1e-6  # cosine schedule end
     device: str = "auto"  # auto: cuda when present
     precision: str = "fp32"  # bf16 autocast on CUDA
+    channels_last: bool = False  # NHWC model and batches (faster convolutions on GPUs; CNN backbones)
+    compile: bool = False  # torch.compile the backbone (in place: its state_dict keys stay the same)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
@@ -219,7 +226,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 # keys that change where or how a run executes, not what it computes
-NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers", "train.device")
+NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers",
+                      "data.cache_dir", "train.device", "train.channels_last", "train.compile")
 
 
 def fingerprint(cfg: ExperimentConfig) -> str:

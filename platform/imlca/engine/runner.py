@@ -13,6 +13,7 @@ from imlca.config import ExperimentConfig
 from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
+from imlca.data.cached_loader import CachedBenchmark, loader_workers, open_caches
 from imlca.data.transforms import build_transform
 from imlca.engine.loops import autocast, extract_features, train_task
 from imlca.engine.seeding import derive_seed, generator
@@ -39,6 +40,8 @@ def preflight(cfg: ExperimentConfig) -> None:
     benchmark = load_benchmark(cfg.data, cfg.seed)
     benchmark.train.verify()
     benchmark.test.verify()
+    if cfg.data.pipeline == "cached":  # decodes every image once: a truncated file is refused here, not mid-run
+        open_caches(cfg, benchmark)
     if cfg.model.checkpoint is not None:
         read_checkpoint(cfg.model.checkpoint)
 
@@ -53,6 +56,12 @@ class TaskRunner:
         mean, std = (self.model.backbone.pretrained_cfg.get(k, (0.5,) * 3) for k in ("mean", "std"))
         self.train_tf = build_transform(cfg.data, True, mean, std)
         self.test_tf = build_transform(cfg.data, False, mean, std)
+        self.cached = CachedBenchmark(cfg, self.benchmark, self.device, mean, std) \
+            if cfg.data.pipeline == "cached" else None
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if cfg.train.compile:
+            self.model.backbone.compile()  # in place: parameter names (and the merge spaces' keys) stay the same
 
     @property
     def num_tasks(self) -> int:
@@ -63,9 +72,11 @@ class TaskRunner:
 
     def _loader(self, part: str, tasks, transform, shuffle_seed: int | None = None) -> DataLoader:
         batch = self.cfg.train.batch_size if shuffle_seed is not None else self.cfg.eval.batch_size
+        if self.cached is not None:
+            return self.cached.loader(part, tasks, transform is self.train_tf, batch, shuffle_seed)
         gen = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
         return DataLoader(self.benchmark.view(part, tasks, transform), batch_size=batch,
-                          shuffle=shuffle_seed is not None, generator=gen, num_workers=self.cfg.data.num_workers,
+                          shuffle=shuffle_seed is not None, generator=gen, num_workers=loader_workers(self.cfg),
                           pin_memory=self.device.type == "cuda")
 
     def train(self, task: int, merged: Tensors) -> TaskOutput:

@@ -9,7 +9,7 @@ All three run the platform's own model (random-init `vit_base_patch16_224`, LoRA
 and `train_task`. Workers: the machine's CPUs less one. MFU = images/s × 70 GFLOP / peak bf16 FLOP/s (DESIGN §6).
 
 Needs only torch, torchvision, timm and peft: nothing here imports Ray or MLflow. Without CUDA it is skipped,
-except with `--quick`, which runs the same three paths on the CPU with a two-block ViT at 32 px (a smoke test of
+except with `--gpu --quick`, which runs the same three paths on the CPU with a two-block ViT at 32 px (a smoke test of
 the script, no MFU).
 """
 from __future__ import annotations
@@ -75,9 +75,9 @@ def loaders(cfg, images, root: Path, device: torch.device) -> dict:
 
 def bench_gpu_paths(settings: Settings) -> Measurement:
     cuda = torch.cuda.is_available()
-    if not cuda and not settings.quick:
-        return Measurement(None, skipped="no CUDA device (torch.cuda.is_available() is False); --quick runs a "
-                                         "CPU smoke test of the same paths")
+    if not cuda and not (settings.gpu and settings.quick):
+        return Measurement(None, skipped="no CUDA device (torch.cuda.is_available() is False); --gpu --quick "
+                                         "runs a CPU smoke test of the same paths")
     from imlca.models.heads import init_head
     from imlca.models.model import build_model
 

@@ -21,6 +21,7 @@ OPERATORS = {"<=": operator.le, ">=": operator.ge}
 class Settings:
     quick: bool = False  # smaller sizes, fewer repeats: seconds instead of minutes
     threads: int = 1  # torch threads of the in-process side = CPUs of the actor side
+    gpu: bool = False  # `bench --gpu`: with --quick and no CUDA, gpu_paths runs as a CPU smoke test
 
 
 @dataclass(frozen=True)

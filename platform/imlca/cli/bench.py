@@ -28,7 +28,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.gpu and args.only:
         raise UserError("--gpu runs gpu_paths alone; drop --only, or use --only gpu_paths")
     names, json_path = select(["gpu_paths"] if args.gpu else args.only), check_output(args.json)
-    results = run_benchmarks(names, Settings(args.quick, args.threads), json_path)
+    results = run_benchmarks(names, Settings(args.quick, args.threads, args.gpu), json_path)
     if any(r.error for r in results):
         return 1
     return 1 if args.strict and any(r.passed is False for r in results) else 0

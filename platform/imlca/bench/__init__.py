@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                             "imlca.bench.bank_memory:bench_bank_bytes"),
     "loader": Benchmark(Goal(">=", 10.0, "x", "training images/s per CPU core: decoded-image cache / JPEG decoding"),
                         "imlca.bench.loader_speed:bench_loader"),
-    "end_to_end": Benchmark(Goal("<=", 1.05, "x", "embedded-size run on Ray with checkpoints / the same run in-process"),
+    "end_to_end": Benchmark(Goal("<=", 1.05, "x", "embedded-size run on Ray with checkpoints / same run in-process"),
                             "imlca.bench.end_to_end:bench_end_to_end"),
     "task_overhead": Benchmark(Goal("<=", 0.01, "fraction", "per-task orchestration time / in-process task time"),
                                "imlca.bench.end_to_end:bench_task_overhead"),

@@ -4,8 +4,8 @@ after another: (sweep time − direct time) / N.
 The direct side calls `run_distributed` (with a checkpoint folder, as `python -m imlca run --distributed` does),
 because that is what every Tune trial calls: the difference is then Tune and MLflow alone, not Ray's actors
 (those are `lora_worker`, `end_to_end` and `task_overhead`). Tune runs with max_concurrent_trials=1 so that both
-sides do the same work with the same concurrency (one TaskWorker of one CPU at a time); otherwise two concurrent trials on two CPUs
-would hide Tune's overhead behind parallelism (and measure the machine's second core, not Tune).
+sides do the same work with the same concurrency (one TaskWorker of one CPU at a time); otherwise two concurrent
+trials on two CPUs would hide Tune's overhead behind parallelism (and measure the machine's second core, not Tune).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def embedded_tree(settings: Settings) -> dict:
 def measured_runs(settings: Settings) -> dict:
     key = (settings.quick, settings.threads)
     if key not in _RUNS:
-        from imlca.orchestration.driver import ensure_ray  # Ray lives in orchestration/
+        from imlca.orchestration.cluster import ensure_ray  # Ray lives in orchestration/
         from imlca.orchestration.run_timing import distributed_run, in_process_run
 
         ensure_ray(max(2, settings.threads))

@@ -22,7 +22,7 @@ def _timed(run, cfg: ExperimentConfig, **kwargs) -> dict:
 
 def distributed_run(tree: dict) -> dict:
     """run_distributed with a fresh checkpoint folder (as `imlca run --distributed --out DIR`)."""
-    from imlca.orchestration.driver import run_distributed
+    from imlca.orchestration.ray_step import run_distributed
 
     with tempfile.TemporaryDirectory(prefix="imlca-e2e-") as tmp:
         return _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp))

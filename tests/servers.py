@@ -6,8 +6,10 @@ process names, it takes no address), including the pytest session's own `ray_clu
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -24,8 +26,12 @@ from typing import Callable, Iterator
 
 import psutil
 
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's mlflow and ray executables sit beside its python
 STARTUP_S = 180.0  # generous: the machine has 2 cores, often busy with other tests
+# A worker node's raylet waits 15 s for its dashboard agent's port file and aborts (not configurable in Ray 2.60);
+# on a loaded 2-core machine the agent's imports alone can take that long, so a worker start is retried.
+ATTEMPTS = 5
 
 
 def free_ports(n: int) -> list[int]:
@@ -117,14 +123,16 @@ def stop(proc: subprocess.Popen, grace_s: float = 30.0, whole_group: bool = True
 
 
 @contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """`mlflow server` on a free port, sqlite store and artifacts under `root`; yields its http URI."""
+def mlflow_server(root: Path, artifacts: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server` on a free port, sqlite store under `root`, artifacts under `root` or at `artifacts` (an
+    s3:// URI: then `env` holds the endpoint and credentials); yields its http URI."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = root / "mlflow-server.log"
     proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                   "--backend-store-uri", f"sqlite:///{root / 'm.db'}",
-                  "--artifacts-destination", str(root / "artifacts"), "--workers", "1"], clean_env(), log)
+                  "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "1"],
+                 clean_env(**(env or {})), log)
     try:
         wait_for(lambda: http_status(f"{uri}/health") == 200, "mlflow server", proc, log)
         yield uri
@@ -135,6 +143,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
 @dataclass
 class RayHead:
     dashboard: str  # http://127.0.0.1:<port>, where `ray job submit` talks to the cluster
+    address: str  # 127.0.0.1:<GCS port>, where other nodes join
     temp_dir: Path
     env: dict[str, str]  # for the cluster's clients: token auth on, this cluster's token
     token: str
@@ -145,8 +154,22 @@ class RayHead:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def job_submit_argv(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str,
+                    cwd: Path = REPO) -> list[str]:
+    """`ray job submit` with `cwd` as the job's working dir; it waits for the job and prints the job's log."""
+    return [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--submission-id", job_id,
+            "--working-dir", str(cwd), "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
+
+
+def submit_job(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str, timeout: float,
+               env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run `ray job submit` to the job's end (exit code 1 when the job fails); stdout holds the job's log."""
+    argv = job_submit_argv(head, entrypoint, runtime_env, job_id, cwd)
+    return subprocess.run(argv, env=env or head.env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
 @contextmanager
-def ray_head(root: Path, num_cpus: int = 2) -> Iterator[RayHead]:
+def ray_head(root: Path, num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[RayHead]:
     """`ray start --head --block` on 127.0.0.1 with token authentication, its own token and a short temp dir
     (unix socket paths must stay under 108 bytes). Yields once the job API answers an authenticated request.
 
@@ -156,11 +179,11 @@ def ray_head(root: Path, num_cpus: int = 2) -> Iterator[RayHead]:
     token = secrets.token_hex(32)  # the form `ray get-auth-token --generate` writes
     token_file = root / "ray_auth_token"
     token_file.write_text(token)
-    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), **(env or {}))
     # Every port Ray would otherwise take at a fixed default (6379, 8265, 52365, 10001) is a free one: other
     # clusters may run on this machine (another test session, the dashboard agent of this one's `ray_cluster`).
     gcs, dashboard, agent, client = free_ports(4)
-    head = RayHead(f"http://127.0.0.1:{dashboard}", temp_dir, env, token, root / "ray-head.log")
+    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, token, root / "ray-head.log")
     proc = start([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                   f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
@@ -176,3 +199,111 @@ def ray_head(root: Path, num_cpus: int = 2) -> Iterator[RayHead]:
     finally:
         stop(proc, whole_group=False)  # a SIGTERM to the whole group stalls `ray start`'s drain-and-shutdown
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def kill_session(sid: int, grace_s: float = 5.0, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
+    """SIGTERM, then SIGKILL (or `signals`), every process of the session `sid` (its leader, started with
+    start_new_session, has that pid). Ray's workers leave the leader's process group but not its session; nothing
+    else is touched."""
+    def members() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                zombie = entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                if entry.name.isdigit() and not zombie and os.getsid(int(entry.name)) == sid:
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
+        return found
+
+    for sig in signals:
+        for pid in members():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert members() == [], "processes of the session survived SIGKILL"
+
+
+@dataclass
+class S3:
+    endpoint: str  # http://127.0.0.1:<port>
+    bucket: str
+    env: dict[str, str]  # test credentials and the endpoint, for boto3, pyarrow (Ray Tune) and MLflow
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@contextmanager
+def s3_server(root: Path, bucket: str = "imlca-test") -> Iterator[S3]:
+    """moto's S3 server on a free loopback port, with one empty bucket. The credentials are moto's dummies and
+    live in `env` only (handed to the processes that need them), never in this process's environment."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    log = root / "moto.log"
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], clean_env(), log)
+    try:
+        wait_for(lambda: http_status(f"{endpoint}/moto-api/") == 200, "moto server", proc, log)
+        s3 = S3(endpoint, bucket, env)
+        s3.client().create_bucket(Bucket=bucket)
+        yield s3
+    finally:
+        stop(proc)
+
+
+def alive_nodes(head: RayHead) -> int:
+    """Alive nodes of the cluster, from its dashboard."""
+    request = urllib.request.Request(f"{head.dashboard}/nodes?view=summary", headers=head.auth)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            summary = json.loads(reply.read())["data"]["summary"]
+    except (urllib.error.URLError, OSError, KeyError, ValueError):
+        return -1
+    return sum(1 for node in summary if node.get("raylet", {}).get("state") == "ALIVE")
+
+
+@contextmanager
+def ray_worker(head: RayHead, log: Path, num_cpus: int, env: dict[str, str] | None = None,
+               hidden: str = "/tmp") -> Iterator[subprocess.Popen]:
+    """A worker node that cannot see the head's disk, as on a real cluster: `ray start --block` in a mount
+    namespace of its own (root only) with an empty tmpfs over `hidden`, which holds the head's Ray session, the
+    tests' folders and any head-local storage. Its token comes in the environment (the head's file is hidden).
+    Yields once the cluster counts one more alive node; on exit kills the node's whole session."""
+    before = alive_nodes(head)
+    agent, agent_grpc, runtime_env_agent, metrics = free_ports(4)
+    ray_start = [str(BIN / "ray"), "start", "--block", f"--address={head.address}", "--node-ip-address=127.0.0.1",
+                 f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={hidden}/ray-worker",
+                 f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                 f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}"]
+    script = f"mount -t tmpfs -o size=4g imlca-worker {shlex.quote(hidden)} && exec {shlex.join(ray_start)}"
+    node_env = {k: v for k, v in head.env.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    node_env.update(RAY_AUTH_TOKEN=head.token, **(env or {}))
+    for attempt in range(ATTEMPTS):
+        proc = start(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], node_env, log)
+        try:
+            wait_for(lambda: alive_nodes(head) > before, "ray worker node", proc, log)
+            break
+        except BaseException as err:  # the tmpfs goes with the namespace's last process
+            kill_session(proc.pid)
+            proc.wait(timeout=10)
+            if attempt == ATTEMPTS - 1 or not isinstance(err, (RuntimeError, TimeoutError)):
+                raise
+    try:
+        yield proc
+    finally:
+        kill_session(proc.pid)
+        proc.wait(timeout=10)

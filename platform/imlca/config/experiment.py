@@ -182,10 +182,17 @@ class RobustnessConfig:
 class ResourcesConfig:
     num_cpus: float = 1.0  # per TaskWorker; torch threads follow it
     num_gpus: float = 0.0  # per TaskWorker; fractional shares a GPU between workers
+    memory_gb: float = 0.0  # host RAM per TaskWorker that Ray reserves (GiB; 0: none), so trials fit their node
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, "num_cpus", f"must be > 0 (got {self.num_cpus})")
         require(self.num_gpus >= 0, "num_gpus", f"must be >= 0 (got {self.num_gpus})")
+        require(self.memory_gb >= 0, "memory_gb", f"must be >= 0 (got {self.memory_gb})")
+
+    def ray_resources(self) -> dict[str, float]:
+        """What one TaskWorker holds, in Ray's resource names (memory in bytes)."""
+        wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": int(self.memory_gb * 2**30)}
+        return {name: amount for name, amount in wanted.items() if amount}
 
 
 @dataclass

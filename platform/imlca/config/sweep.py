@@ -48,7 +48,9 @@ class SweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     max_concurrent_trials: int = 2
     max_failures: int = 2  # retries of a failed trial (from its last task checkpoint)
-    storage_path: str = "ray_results"
+    # Trial checkpoints and Tune state: s3://bucket/prefix, gs://..., or a folder (one node, or a shared mount);
+    # unset: $IMLCA_STORAGE, then ./ray_results (see orchestration/storage.py)
+    storage_path: str | None = None
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 1, "num_samples", f"must be >= 1 (got {self.num_samples})")

@@ -5,6 +5,7 @@ import os
 
 from imlca.engine.runner import preflight
 from imlca.orchestration.cluster import check_gpus, ensure_ray
+from imlca.orchestration.storage import check_storage
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep
@@ -24,11 +25,12 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
     check_reachable(uri)  # before any trial starts
     preflight(base)
     ensure_ray()
+    check_storage(sweep.cfg.storage_path)  # a folder only this node sees fails at the first checkpoint otherwise
     check_gpus(base)
 
     def make_callbacks(named: Sweep) -> list:
         return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree,
-                                    str(experiment_path(named)))]
+                                    experiment_path(named))]
 
     # task checkpoints of short trials trip Tune's snapshot-frequency warning; the snapshots are wanted
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

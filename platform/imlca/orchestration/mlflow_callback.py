@@ -14,6 +14,7 @@ from ray import tune
 
 from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
+from imlca.orchestration.storage import join, read_text, write_text
 from imlca.orchestration.tune_sweep import trial_config
 from imlca.tracking.runs import run_tags
 from imlca.tracking.store import TRIAL_TAG, Tracker, git_commit
@@ -31,7 +32,7 @@ class MlflowSweepCallback(tune.Callback):
                  experiment_dir: str):
         self.uri, self.experiment, self.sweep_name = uri, experiment, sweep_name
         self.sweep_params, self.base_tree = sweep_params, base_tree
-        self.state_file = Path(experiment_dir) / "imlca_mlflow.json"
+        self.state_file = join(experiment_dir, "imlca_mlflow.json")  # beside Tune's state, maybe in a bucket
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id → MLflow run id
         self.logged: dict[str, int] = {}  # trial id → last step in MLflow
@@ -47,13 +48,13 @@ class MlflowSweepCallback(tune.Callback):
         return self._tracker
 
     def setup(self, **info) -> None:
-        if self.state_file.is_file():  # a restored sweep: its parent run already exists
-            self.parent_id = json.loads(self.state_file.read_text())["parent_run_id"]
+        saved = read_text(self.state_file)
+        if saved is not None:  # a restored sweep: its parent run already exists
+            self.parent_id = json.loads(saved)["parent_run_id"]
         if self.parent_id is None:
             self.parent_id = self.tracker.start_run(self.sweep_name, self.sweep_params,
                                                     {"imlca.kind": "sweep", "git_commit": git_commit()})
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(json.dumps({"parent_run_id": self.parent_id}))
+            write_text(self.state_file, json.dumps({"parent_run_id": self.parent_id}))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.runs:

@@ -64,6 +64,7 @@ def no_scheduler(cfg: SchedulerConfig):
 def asha_scheduler(cfg: SchedulerConfig):
     return ASHAScheduler(time_attr="training_iteration", grace_period=cfg.grace_period,
                          reduction_factor=cfg.reduction_factor)
+from imlca.orchestration.storage import folders, join, storage_root
 
 
 
@@ -98,6 +99,7 @@ def trainable(params: dict, base_tree: dict) -> None:
         folder = Path(restored.to_directory())
         task = int(json.loads((folder / "meta.json").read_text())["task"])
         shutil.copytree(folder, task_dir(root, task))
+        print(f"trial resumes after task {task} from its checkpoint {restored.path}", flush=True)
 
     def report(metrics: dict) -> None:
         folder = latest_checkpoint(root)
@@ -110,15 +112,14 @@ def trainable(params: dict, base_tree: dict) -> None:
 
 
 def trial_resources(sweep: Sweep) -> tune.PlacementGroupFactory:
-    r = from_dict(ExperimentConfig, sweep.base_tree).resources
-    worker = {"CPU": r.num_cpus, **({"GPU": r.num_gpus} if r.num_gpus else {})}
+    worker = from_dict(ExperimentConfig, sweep.base_tree).resources.ray_resources()
     return tune.PlacementGroupFactory([{}, worker], strategy="PACK")
 
 
 def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
     cfg = sweep.cfg
     scheduler = SCHEDULERS.load(cfg.scheduler.type)(cfg.scheduler)
-    run = tune.RunConfig(name=sweep.name, storage_path=str(Path(cfg.storage_path).resolve()), callbacks=callbacks,
+    run = tune.RunConfig(name=sweep.name, storage_path=storage_root(cfg.storage_path), callbacks=callbacks,
                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
@@ -132,14 +133,14 @@ def wrapped_trainable(sweep: Sweep):
     return tune.with_resources(tune.with_parameters(trainable, base_tree=sweep.base_tree), trial_resources(sweep))
 
 
-def experiment_path(sweep: Sweep) -> Path:
-    return Path(sweep.cfg.storage_path).resolve() / sweep.name
+def experiment_path(sweep: Sweep) -> str:
+    """The sweep's experiment folder: a local path or a URI in the object store."""
+    return join(storage_root(sweep.cfg.storage_path), sweep.name)
 
 
-def latest_experiment(sweep: Sweep) -> Path | None:
+def latest_experiment(sweep: Sweep) -> str | None:
     """The newest restorable experiment folder of this sweep (`<storage>/<name>-<time>`)."""
-    root = Path(sweep.cfg.storage_path).resolve()
-    found = sorted(p for p in root.glob(f"{sweep.name}-*") if tune.Tuner.can_restore(str(p))) if root.is_dir() else []
+    found = [p for p in folders(storage_root(sweep.cfg.storage_path), f"{sweep.name}-") if tune.Tuner.can_restore(p)]
     return found[-1] if found else None
 
 
@@ -150,7 +151,7 @@ def fit(sweep: Sweep, make_callbacks, resume: bool = False):
     previous = latest_experiment(sweep) if resume else None
     if previous is not None:
         print(f"resuming {previous}", flush=True)
-        tuner = tune.Tuner.restore(str(previous), wrapped_trainable(sweep), resume_unfinished=True,
+        tuner = tune.Tuner.restore(previous, wrapped_trainable(sweep), resume_unfinished=True,
                                    resume_errored=True)
     else:
         sweep.name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -155,17 +155,20 @@ class RayHead:
 
 
 def job_submit_argv(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str,
-                    cwd: Path = REPO) -> list[str]:
-    """`ray job submit` with `cwd` as the job's working dir; it waits for the job and prints the job's log."""
-    return [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--submission-id", job_id,
-            "--working-dir", str(cwd), "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
+                    working_dir: Path | None = REPO) -> list[str]:
+    """`ray job submit` (with `working_dir` uploaded as the job's working dir); it waits for the job and prints
+    the job's log."""
+    shipped = ["--working-dir", str(working_dir)] if working_dir else []
+    return [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--submission-id", job_id, *shipped,
+            "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
 
 
 def submit_job(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str, timeout: float,
-               env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run `ray job submit` to the job's end (exit code 1 when the job fails); stdout holds the job's log."""
-    argv = job_submit_argv(head, entrypoint, runtime_env, job_id, cwd)
-    return subprocess.run(argv, env=env or head.env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+               env: dict[str, str] | None = None, working_dir: Path | None = REPO) -> subprocess.CompletedProcess:
+    """Run `ray job submit` from the repository to the job's end (exit code 1 when the job fails); stdout holds
+    the job's log."""
+    argv = job_submit_argv(head, entrypoint, runtime_env, job_id, working_dir)
+    return subprocess.run(argv, env=env or head.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 @contextmanager

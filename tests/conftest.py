@@ -33,7 +33,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """One S3-compatible server (moto) on 127.0.0.1 for the session, with an empty bucket."""
-    from servers import s3_server
+    from cluster_nodes import s3_server
 
     with s3_server(tmp_path_factory.mktemp("s3")) as server:
         yield server
@@ -55,7 +55,8 @@ def two_nodes(tmp_path_factory, s3):
     an instance profile. `lose_worker()` SIGKILLs the worker node's every process; `add_worker()` starts one."""
     from contextlib import ExitStack
 
-    from servers import ray_head, ray_worker, kill_session
+    from cluster_nodes import ray_worker
+    from servers import kill_session, ray_head
 
     root = tmp_path_factory.mktemp("two-nodes")
     with ray_head(root, num_cpus=0, env=s3.env) as head, ExitStack() as worker_stack:

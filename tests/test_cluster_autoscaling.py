@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
-from servers import (RayHead, alive_nodes, clean_env, free_ports, http_status, kill_session, log_tail, start,
-                     submit_job, wait_for)
+from cluster_nodes import alive_nodes
+from servers import RayHead, clean_env, free_ports, http_status, kill_session, log_tail, start, submit_job, wait_for
 
 JOB_TIMEOUT_S = 600
 SWEEP = ["python", "-m", "imlca", "sweep", str(REPO / "tests" / "data" / "sweeps" / "cluster_gpu.yaml")]

@@ -40,6 +40,8 @@ def collect_values(tracker: Tracker, key: str, parent: str | None = None) -> dic
 
 
 def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):6.2f} ± {std:4.2f}"
 

@@ -103,3 +103,42 @@ def test_corrupt_entry_is_recomputed_partial_entries_are_never_read(stored, tmp_
     assert cache.load(trajectory_fingerprint(cfg)) is None
     assert not [p for p in cache_dir.rglob("*") if ".tmp-" in p.name]  # renames left no temporary files
 
+
+
+@pytest.fixture
+def s3_env(tmp_path, monkeypatch):
+    """moto's S3 server on a free loopback port with one empty bucket; its dummy credentials and endpoint are set
+    in this test's environment only (pyarrow reads AWS_* from there)."""
+    import boto3
+
+    from servers import BIN, clean_env, free_port, http_status, start, stop, wait_for
+
+    endpoint, log = f"http://127.0.0.1:{free_port()}", tmp_path / "moto.log"
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]], clean_env(), log)
+    try:
+        wait_for(lambda: http_status(f"{endpoint}/moto-api/") == 200, "moto server", proc, log)
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(key, value)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="imlca-cache")
+        yield client
+    finally:
+        stop(proc)
+
+
+def test_object_store_entries_round_trip_and_corruption_is_detected(stored, s3_env):
+    cfg, trajectory = config(), stored[1]
+    cache, fingerprint = TrajectoryCache("s3://imlca-cache/trajectories"), trajectory_fingerprint(config())
+    assert cache.load(fingerprint) is None
+    cache.store(fingerprint, trajectory)
+    keys = {o["Key"] for o in s3_env.list_objects_v2(Bucket="imlca-cache")["Contents"]}
+    assert {f"trajectories/{fingerprint}/{DATA}", f"trajectories/{fingerprint}/{MANIFEST}"} <= keys
+    assert replay(cfg, cache.load(fingerprint)).acc == replay(cfg, trajectory).acc
+    key = f"trajectories/{fingerprint}/{DATA}"
+    data = bytearray(s3_env.get_object(Bucket="imlca-cache", Key=key)["Body"].read())
+    data[100] ^= 0x01
+    s3_env.put_object(Bucket="imlca-cache", Key=key, Body=bytes(data))
+    assert cache.load(fingerprint) is None
+    s3_env.delete_object(Bucket="imlca-cache", Key=f"trajectories/{fingerprint}/{MANIFEST}")
+    assert cache.load(fingerprint) is None  # data without a manifest: never read

@@ -8,6 +8,9 @@ variant best on the sweep metric so far, so Tune's searchers and schedulers see 
 """
 from __future__ import annotations
 
+import math
+
+import torch
 from ray import tune
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
@@ -36,6 +39,7 @@ def grouped_result(reports: dict[str, dict], variants: dict[str, dict], metric: 
 def cached_trainable(params: dict, base_tree: dict, variants: list[dict], cache_uri: str, metric: str,
                      mode: str) -> None:
     cfg = from_dict(ExperimentConfig, merge_trees(base_tree, params))
+    torch.set_num_threads(max(1, math.floor(cfg.resources.num_cpus)))  # alignment here: the worker's share
     trajectory, cached = obtain(cfg, TrajectoryCache(cache_uri), compute_on_worker, RayClaims())
     named = {variant_name(v): v for v in variants}
     runs = {name: Replay(from_dict(ExperimentConfig, merge_trees(base_tree, {**params, **v})), trajectory)

@@ -23,7 +23,7 @@ VALUES = [0.0, 0.01, 0.1, 1.0, 10.0]  # k = 5
 
 
 def one_run(tree: dict, root: Path) -> None:
-    from imlca.orchestration.driver import run_distributed
+    from imlca.orchestration.ray_step import run_distributed
     from imlca.orchestration.tune_sweep import trial_config
 
     run_distributed(trial_config(tree, {}), checkpoint_dir=Path(tempfile.mkdtemp(dir=root)))
@@ -52,7 +52,7 @@ def lambda_sweep(tree: dict, root: Path, codes: list[int]) -> None:
 
 def bench_lambda_sweep(settings: Settings) -> Measurement:
     from imlca.engine.trajectory import compute_trajectory
-    from imlca.orchestration.driver import ensure_ray
+    from imlca.orchestration.cluster import ensure_ray
     from imlca.orchestration.tune_sweep import trial_config
 
     tree = experiment_tree(TINY if settings.quick else LITE0, 1)

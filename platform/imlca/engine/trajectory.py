@@ -4,13 +4,14 @@ Everything a run computes from images depends only on the trajectory keys (`data
 `merge`, `seed`): each task's fine-tuned adapter and new head, the new classes' statistics, the running merged
 adapter and the features of the seen tasks' test (and validation) images on that merged backbone. Alignment
 (`align.*`) only changes heads, so a run with any alignment settings is `replay(cfg, trajectory)`: merge, align and
-score cached features; the same numbers as `run_protocol`, bit for bit (tested).
+score cached features; the same numbers as `run_protocol` with `LocalStep`, bit for bit (tested). Both directions
+are steps of the one protocol loop: `TrajectoryStep` records a trajectory, `ReplayStep` replays one.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -18,9 +19,10 @@ from torch.utils.data import DataLoader
 from imlca.config import ExperimentConfig
 from imlca.core.metrics import predict, summary, task_accuracies
 from imlca.engine.loops import extract_features
-from imlca.engine.protocol import Callback, RunResult, make_result
-from imlca.engine.runner import TaskOutput, TaskRunner
+from imlca.engine.protocol import Callback, Heads, LocalStep, RunResult, run_protocol
 from imlca.engine.state import MergeState
+from imlca.engine.task_output import TaskOutput
+from imlca.errors import ConfigError
 
 Tensors = dict[str, torch.Tensor]
 Features = tuple[torch.Tensor, torch.Tensor]  # features float32 [N, D], targets (class positions) int64 [N]
@@ -54,48 +56,61 @@ def trajectory_only(cfg: ExperimentConfig) -> ExperimentConfig:
     return dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, method="im", compare=[]))
 
 
-@torch.no_grad()
-def merged_features(runner: TaskRunner, part: str, task: int, merged: Tensors) -> Features:
-    """Features of the samples of tasks 0..task on the merged backbone, exactly as `TaskRunner.evaluate` sees them
-    (same transform, batch size and order)."""
-    runner.space.load(runner.model, {k: v.to(runner.device) for k, v in merged.items()})
-    loader = DataLoader(runner.benchmark.view(part, range(task + 1), runner.test_tf),
-                        batch_size=runner.cfg.eval.batch_size, num_workers=runner.cfg.data.num_workers)
-    return extract_features(runner.model, loader, runner.device, runner.cfg.train.precision)
-
-
-def compute_trajectory(cfg: ExperimentConfig, on_task: Callback | None = None) -> Trajectory:
-    """Fine-tune every task from the merged adapter, merge, and keep what alignment and scoring need."""
-    runner = TaskRunner(cfg)
-    state = MergeState(trajectory_only(cfg), runner.theta0(), runner.model.dim)
-    split = runner.benchmark.split
-    parts = ["test"] + (["val"] if runner.benchmark.val is not None else [])
-    trajectory = Trajectory(state.theta0, runner.model.dim, [split.task_range(t) for t in range(split.num_tasks)])
-    for task in range(runner.num_tasks):
-        out = runner.train(task, state.merged)
-        merged, _ = state.integrate(out)
-        features = {part: merged_features(runner, part, task, merged) for part in parts}
-        trajectory.steps.append(TaskStep(task, out.adapter, merged, out.head, out.statistics, out.losses, features))
-        if on_task is not None:
-            on_task({"task": task, "train_loss": out.losses[-1]})
-    return trajectory
-
-
-def scores(features: Features, heads: dict[str, list[torch.Tensor]], bounds: list[tuple[int, int]]) -> dict:
+def scores(features: Features, heads: Heads, bounds: list[tuple[int, int]]) -> dict[str, list[float]]:
     """method → accuracy per seen task (percent): argmax over all seen classes, as `TaskRunner.evaluate`."""
     feats, targets = features
     return {method: task_accuracies(predict(feats, weights), targets, bounds) for method, weights in heads.items()}
 
 
+class TrajectoryStep(LocalStep):
+    """`LocalStep` on the trajectory-only config that also keeps what a replay needs (its reports are IM's)."""
+
+    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None):
+        super().__init__(trajectory_only(cfg), None)  # a trajectory is cached whole, not checkpointed per task
+        split = self.runner.benchmark.split
+        self.parts = ["test"] + (["val"] if self.runner.benchmark.val is not None else [])
+        self.trajectory = Trajectory(self.state.theta0, self.runner.model.dim,
+                                     [split.task_range(t) for t in range(split.num_tasks)])
+
+    @torch.no_grad()
+    def features(self, part: str, task: int, merged: Tensors) -> Features:
+        """Features of tasks 0..task's samples on the merged backbone, exactly as `TaskRunner.evaluate` sees them
+        (same transform, batch size and order)."""
+        runner = self.runner
+        runner.space.load(runner.model, {k: v.to(runner.device) for k, v in merged.items()})
+        loader = DataLoader(runner.benchmark.view(part, range(task + 1), runner.test_tf),
+                            batch_size=runner.cfg.eval.batch_size, num_workers=runner.cfg.data.num_workers)
+        return extract_features(runner.model, loader, runner.device, runner.cfg.train.precision)
+
+    def run_task(self, task: int) -> dict:
+        out = self.runner.train(task, self.state.merged)
+        merged, heads = self.state.integrate(out)
+        features = {part: self.features(part, task, merged) for part in self.parts}
+        self.trajectory.steps.append(TaskStep(task, out.adapter, merged, out.head, out.statistics, out.losses,
+                                              features))
+        return self.state.record(task, scores(features["test"], heads, self.trajectory.bounds[: task + 1]))
+
+
+def compute_trajectory(cfg: ExperimentConfig, on_task: Callback | None = None) -> Trajectory:
+    """Fine-tune every task from the merged adapter, merge, and keep what alignment and scoring need."""
+    made: list[TrajectoryStep] = []
+
+    def step(c: ExperimentConfig, folder: Path | None) -> TrajectoryStep:
+        made.append(TrajectoryStep(c, folder))
+        return made[-1]
+
+    run_protocol(cfg, on_task, step=step)
+    return made[0].trajectory
+
+
 class Replay:
-    """One alignment configuration run over a trajectory, task by task; `step` returns the task's report: the
-    test metrics of `MergeState.report`, and with a validation split the same under `val_` (`val_avg_acc`, ...)."""
+    """One alignment configuration over a trajectory, task by task; `step` returns the task's report: the test
+    metrics of `MergeState.report`, and with a validation split the same under `val_` (`val_avg_acc`, ...)."""
 
     def __init__(self, cfg: ExperimentConfig, trajectory: Trajectory):
         self.cfg, self.trajectory = cfg, trajectory
         self.state = MergeState(cfg, trajectory.theta0, trajectory.dim)
         self.val_acc: dict[str, list[list[float]]] = {m: [] for m in self.state.methods}
-        self.reports: list[dict] = []
 
     def step(self, step: TaskStep) -> dict:
         merged, heads = self.state.integrate(step.output())
@@ -105,7 +120,6 @@ class Replay:
             for method, row in scores(step.features["val"], heads, bounds).items():
                 self.val_acc[method].append(row)
                 report.update(self._val_metrics(method, row))
-        self.reports.append(report)
         return report
 
     def _val_metrics(self, method: str, row: list[float]) -> dict:
@@ -116,16 +130,36 @@ class Replay:
             out.update({f"val_{k}": v for k, v in metrics.items()})
         return out
 
-    def result(self, seconds: float) -> RunResult:
-        return make_result(self.state.acc, self.reports, seconds, self.state.merged, self.state.heads)
+
+class ReplayStep:
+    """The protocol's step for a cached trajectory: nothing is trained, so nothing needs a checkpoint."""
+
+    def __init__(self, cfg: ExperimentConfig, trajectory: Trajectory):
+        if cfg.robustness.enabled:
+            raise ConfigError("robustness", "a cached trajectory holds features, not images; run robustness "
+                              "without the trajectory cache")
+        self.replay, self.num_tasks = Replay(cfg, trajectory), len(trajectory.steps)
+
+    def resume(self) -> list[dict]:
+        return []
+
+    def run_task(self, task: int) -> dict:
+        return self.replay.step(self.replay.trajectory.steps[task])
+
+    def robustness(self) -> dict[str, float]:
+        return {}  # refused at construction
+
+    def save(self, task: int) -> None:
+        pass
+
+    def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:
+        state = self.replay.state
+        return state.acc, state.merged, state.heads
+
+    def close(self) -> None:
+        pass
 
 
 def replay(cfg: ExperimentConfig, trajectory: Trajectory, on_task: Callback | None = None) -> RunResult:
     """The run of `cfg` from its trajectory (which must come from `cfg`'s trajectory keys)."""
-    start = time.perf_counter()
-    run = Replay(cfg, trajectory)
-    for step in trajectory.steps:
-        report = run.step(step)
-        if on_task is not None:
-            on_task(report)
-    return run.result(time.perf_counter() - start)
+    return run_protocol(cfg, on_task, step=lambda c, _folder: ReplayStep(c, trajectory))

@@ -93,23 +93,31 @@ class TrajectoryCache:
         if self.local:
             self.filesystem.move(target, path)  # rename: the final name holds a whole file or nothing
 
+    def _manifest(self, fingerprint: str) -> dict | None:
+        """The entry's manifest, or None when there is none or it is torn, foreign or of another format."""
+        raw = self._read(self._path(fingerprint, MANIFEST))
+        if raw is None:
+            return None
+        try:
+            manifest = json.loads(raw)
+            if (manifest["format"], manifest["fingerprint"]) == (FORMAT, fingerprint) and \
+                    {"sha256", "bytes", "meta"} <= manifest.keys():
+                return manifest
+        except (ValueError, TypeError, KeyError):
+            pass
+        print(f"trajectory cache: {fingerprint} has an unreadable manifest; recomputing", flush=True)
+        return None
+
     def load(self, fingerprint: str) -> Trajectory | None:
         """The entry, or None when it is absent, partial or corrupt (any of which means: compute it again)."""
-        raw = self._read(self._path(fingerprint, MANIFEST))
-        try:
-            manifest = json.loads(raw) if raw is not None else None
-            expected = manifest["sha256"], manifest["bytes"], manifest["meta"]
-        except (ValueError, TypeError, KeyError):
-            manifest = None
-        if manifest is None or manifest.get("format") != FORMAT or manifest.get("fingerprint") != fingerprint:
-            if raw is not None:
-                print(f"trajectory cache: {fingerprint} has an unreadable manifest; recomputing", flush=True)
+        manifest = self._manifest(fingerprint)
+        if manifest is None:
             return None
         data = self._read(self._path(fingerprint, DATA))
-        if data is None or len(data) != expected[1] or hashlib.sha256(data).hexdigest() != expected[0]:
+        if data is None or len(data) != manifest["bytes"] or hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             print(f"trajectory cache: {fingerprint} fails its checksum (partial or corrupt); recomputing", flush=True)
             return None
-        return from_tensors(load_tensors(data), expected[2])
+        return from_tensors(load_tensors(data), manifest["meta"])
 
     def store(self, fingerprint: str, trajectory: Trajectory, keys: dict | None = None) -> None:
         tensors, meta = to_tensors(trajectory)

@@ -72,16 +72,15 @@ class SweepConfig:
             _check_distribution(key, spec)
         for key, spec in self.confirm_space.items():
             _check_distribution(key, spec)
-            if next(iter(spec)) != "grid":
-                raise ConfigError(f"confirm_space.{key}", "must be a grid, e.g. {grid: [1993, 1994, 1995]}")
+            require(next(iter(spec)) == "grid", f"confirm_space.{key}", "must be a grid, e.g. {grid: [1993, 1994]}")
         for key in self.confirm_per:
-            if key not in self.space or not self.confirm_space:
-                raise ConfigError(f"confirm_per.{key}", "must be a key of space, with a confirm_space")
+            require(key in self.space and bool(self.confirm_space), f"confirm_per.{key}",
+                    "must be a key of space, with a confirm_space")
         for key, spec in self.align_space.items():
             _check_distribution(key, spec)
-            if not key.startswith("align.") or next(iter(spec)) != "grid":
-                raise ConfigError(f"align_space.{key}", "only grids of align.* keys can be expanded inside a trial "
-                                  "(they leave the backbone trajectory unchanged); move it to space")
+            require(key.startswith("align.") and next(iter(spec)) == "grid", f"align_space.{key}",
+                    "only grids of align.* keys can be expanded inside a trial (they leave the backbone trajectory "
+                    "unchanged); move it to space")
 
     @property
     def cached(self) -> bool:
@@ -129,12 +128,11 @@ class Sweep:
         combos = itertools.product(itertools.product(*grids), self.cfg.variants())
         for combo, variant in itertools.islice(combos, 512):
             cfg = from_dict(ExperimentConfig, merge_trees(self.base_tree, {**dict(zip(keys, combo)), **variant}))
-            if self.cfg.metric.startswith("val_") and not (self.cfg.cached and cfg.data.val_fraction > 0):
-                raise ConfigError("metric", f"{self.cfg.metric} needs a validation split and the trajectory cache: "
-                                  "set data.val_fraction > 0 and align_space or trajectory_cache")
-            if self.cfg.cached and cfg.robustness.enabled:
-                raise ConfigError("robustness", "a cached trajectory holds features, not images; run robustness "
-                                  "without align_space / trajectory_cache")
+            require(not self.cfg.metric.startswith("val_") or (self.cfg.cached and cfg.data.val_fraction > 0),
+                    "metric", f"{self.cfg.metric} needs a validation split and the trajectory cache: set "
+                    "data.val_fraction > 0 and align_space or trajectory_cache")
+            require(not (self.cfg.cached and cfg.robustness.enabled), "robustness", "a cached trajectory holds "
+                    "features, not images; run robustness without align_space / trajectory_cache")
 
 
 def confirmation(sweep: Sweep, best: dict[str, Any], name: str) -> Sweep:

@@ -39,6 +39,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                                "imlca.bench.end_to_end:bench_task_overhead"),
     "sweep": Benchmark(Goal("<=", 1.0, "s", "fixed seconds per trial: Tune + MLflow around run_distributed"),
                        "imlca.bench.sweep_overhead:bench_sweep"),
+    "lambda_sweep": Benchmark(Goal("<=", 1.3, "x", "λ sweep of k values through Tune + MLflow / (one run + k "
+                                   "alignments)"), "imlca.bench.lambda_sweep:bench_lambda_sweep"),
     "gpu": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA training, 224 px, bf16: model FLOP utilisation"),
                      "imlca.bench.gpu:bench_gpu"),
     # `bench --gpu` runs this one alone: it needs only torch, torchvision, timm and peft (no Ray, no MLflow)

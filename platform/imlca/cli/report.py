@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--parent", help="only the trials of this sweep's parent run id")
     p.add_argument("--paper", action="store_true", help="Table-1 shape beside the paper's numbers")
+    p.add_argument("--select", metavar="KEY", help="runs that differ in config KEY (e.g. align.lam): choose its "
+                   "value on validation Ā, show the chosen value's test numbers")
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -19,6 +21,13 @@ def execute(args: argparse.Namespace) -> int:
 
     uri = resolve_uri(args.uri)
     check_reachable(uri)
+    if args.select:
+        from imlca.tracking.selection import collect_values, format_selection
+
+        by_value = collect_values(Tracker(uri, args.experiment), args.select, args.parent)
+        print("\n".join(format_selection(by_value, args.select)) if by_value else
+              f"no finished runs with validation metrics and a '{args.select}' param in '{args.experiment}'")
+        return 0
     table = collect(Tracker(uri, args.experiment), args.parent)
     if not table:
         print(f"no finished runs in experiment '{args.experiment}' at {uri}")

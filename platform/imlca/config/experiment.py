@@ -32,6 +32,7 @@ class DataConfig:
     hflip: bool = True
     train_per_class: int | None = None  # keep at most this many training images per class (None: all)
     test_per_class: int | None = None
+    val_fraction: float = 0.0  # per class, seeded, carved from train (after train_per_class); 0: no validation
     task_sizes: list[int] | None = None  # classes per task; None: the benchmark's own split
     num_workers: int | None = 0  # loader processes; None: the trial's CPUs (resources.num_cpus) less one
     pipeline: str = "pil"  # "cached": images decoded once per node, augmented as batches on the device
@@ -44,6 +45,7 @@ class DataConfig:
         for key in ("train_per_class", "test_per_class"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be >= 1 or null (got {value})")
+        require(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1) (got {self.val_fraction})")
         if self.task_sizes is not None:
             require(len(self.task_sizes) > 0 and min(self.task_sizes) >= 1, "task_sizes",
                      f"must be a non-empty list of positive class counts (got {self.task_sizes})")
@@ -130,6 +132,7 @@ class AlignConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 5e-3
+    ca_lr: float | None = None  # IM+CA's lr (the authors: 1e-2); None: align.lr, which keeps older configs' numbers
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ridge: float = 1e-4  # Σ_c + ridge·I
@@ -143,6 +146,7 @@ class AlignConfig:
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(self.ca_lr is None or self.ca_lr > 0, "ca_lr", f"must be > 0 or null (got {self.ca_lr})")
         require(self.ridge >= 0, "ridge", f"must be >= 0 (got {self.ridge})")
 
     @property

@@ -8,15 +8,43 @@ from imlca.orchestration.cluster import check_gpus, ensure_ray
 from imlca.orchestration.storage import check_storage
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
-from imlca.config.sweep import Sweep
+from imlca.config.sweep import Sweep, confirmation
 from imlca.tracking.store import check_reachable, resolve_uri
 
 
 def sweep_params(sweep: Sweep) -> dict:
     params = {f"space.{k}": v for k, v in sweep.cfg.space.items()}
+    params.update({f"align_space.{k}": v for k, v in sweep.cfg.align_space.items()})
     params.update({f"set.{k}": v for k, v in sweep.cfg.set.items()})
     params.update(num_samples=sweep.cfg.num_samples, metric=sweep.cfg.metric, scheduler=sweep.cfg.scheduler.type)
     return params
+
+
+def chosen_settings(result) -> dict:
+    """The trial's sampled keys, and for a grouped trial its best alignment variant's."""
+    variant = result.metrics.get("variants", {}).get(result.metrics.get("best_variant"), {})
+    return {**result.config, **variant.get("params", {})}
+
+
+def describe(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "(base config)"
+
+
+def confirm(sweep: Sweep, grid, name: str) -> int:
+    """Run the best settings (per value of `confirm_per`, else overall) again over `confirm_space`."""
+    cfg, best = sweep.cfg, {}
+    for result in grid:
+        if result.metrics and cfg.metric in result.metrics:
+            group = tuple(result.config.get(k) for k in cfg.confirm_per)
+            better = max if cfg.mode == "max" else min
+            best[group] = better(best.get(group, result), result, key=lambda r: r.metrics[cfg.metric])
+    codes = []
+    for group, result in best.items():
+        settings = chosen_settings(result)
+        print(f"confirming {describe(settings)} over {', '.join(cfg.confirm_space)}", flush=True)
+        suffix = "".join(f"-{v}" for v in group)
+        codes.append(launch_sweep(confirmation(sweep, settings, f"{name}-confirm{suffix}")))
+    return max(codes, default=1)
 
 
 def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
@@ -34,6 +62,7 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
 
     # task checkpoints of short trials trip Tune's snapshot-frequency warning; the snapshots are wanted
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    name = sweep.name  # fit() adds the start time
     grid = fit(sweep, make_callbacks, resume)
     for error in grid.errors:
         print(f"trial failed: {str(error).splitlines()[0]}")
@@ -41,8 +70,9 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
     if best is None or best.metrics is None:
         print("no trial finished")
         return 1
-    settings = ", ".join(f"{k}={v}" for k, v in best.config.items()) or "(base config)"
-    print(f"best trial: {settings}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
+    print(f"best trial: {describe(chosen_settings(best))}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
     print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {uri}")
+    if sweep.cfg.confirm_space and not grid.errors:
+        return confirm(sweep, grid, name)
     print("open the results side by side: make ui   (http://127.0.0.1:5000)")
     return 1 if grid.errors else 0

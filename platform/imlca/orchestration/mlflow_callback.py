@@ -23,8 +23,9 @@ from imlca.tracking.store import TRIAL_TAG, Tracker, git_commit
 
 def run_metrics(result: dict) -> dict:
     """Our report's numbers out of a Tune result (which also holds Tune's own bookkeeping)."""
-    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "align_loss", "train_loss")
-    return {k: v for k, v in result.items() if k in ours or "/" in k or k.startswith("acc_")}
+    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "align_loss", "align_ce", "align_spread", "train_loss",
+            "trajectory_cached")
+    return {k: v for k, v in result.items() if k in ours or "/" in k or k.startswith(("acc_", "val_"))}
 
 
 class MlflowSweepCallback(tune.Callback):
@@ -76,11 +77,36 @@ class MlflowSweepCallback(tune.Callback):
         if step > self.logged.get(trial.trial_id, -1):
             self.tracker.log_metrics(self.runs[trial.trial_id], run_metrics(result), step=step)
             self.logged[trial.trial_id] = step
+        for name, variant in result.get("variants", {}).items():
+            self._log_variant(trial, name, variant, step)
+
+    def _log_variant(self, trial, name: str, variant: dict, step: int) -> None:
+        """A grouped trial's alignment variant (align_space): a run of its own under the sweep, with its params;
+        the trial's own run becomes the group's (best variant so far), which `report` skips."""
+        key = f"{trial.trial_id}/{name}"
+        if key not in self.runs:
+            self.tracker.set_tag(self.runs[trial.trial_id], "imlca.kind", "group")
+            found = self.tracker.find_trial_run(self.parent_id, key)
+            if found is not None:
+                self.logged[key] = self.tracker.last_step(found, "A_t")
+            else:
+                cfg = trial_config(self.base_tree, {**trial.config, **variant["params"]})
+                tags = {**run_tags(cfg), TRIAL_TAG: key, "imlca.kind": "trial", "imlca.group": trial.trial_id}
+                found = self.tracker.start_run(f"{trial} {name}", flatten(cfg), tags, self.parent_id)
+            self.runs[key] = found
+        if step > self.logged.get(key, -1):
+            self.tracker.log_metrics(self.runs[key], run_metrics(variant["metrics"]), step=step)
+            self.logged[key] = step
+
+    def _end_variants(self, trial, status: str) -> None:
+        for key in [k for k in self.runs if k.startswith(f"{trial.trial_id}/")]:
+            self.tracker.end_run(self.runs[key], status)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
+        self._end_variants(trial, "FINISHED")
         if trial.checkpoint is not None:
             cfg = trial_config(self.base_tree, trial.config)
             with trial.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
@@ -90,6 +116,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.runs:
+            self._end_variants(trial, "FAILED")
             self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
     def on_experiment_end(self, trials, **info) -> None:

@@ -19,6 +19,7 @@ from imlca.engine.checkpoint import latest_checkpoint, task_dir
 from imlca.errors import UserError
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
+from imlca.orchestration.tune_cached import cached_trainable
 from imlca.config.sweep import SchedulerConfig, Sweep
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
@@ -130,7 +131,13 @@ def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
 
 
 def wrapped_trainable(sweep: Sweep):
-    return tune.with_resources(tune.with_parameters(trainable, base_tree=sweep.base_tree), trial_resources(sweep))
+    cfg = sweep.cfg
+    if cfg.cached:  # trajectories from the cache; align_space values aligned inside each trial
+        function = tune.with_parameters(cached_trainable, base_tree=sweep.base_tree, variants=cfg.variants(),
+                                        cache_uri=cfg.cache_location(), metric=cfg.metric, mode=cfg.mode)
+    else:
+        function = tune.with_parameters(trainable, base_tree=sweep.base_tree)
+    return tune.with_resources(function, trial_resources(sweep))
 
 
 def experiment_path(sweep: Sweep) -> str:

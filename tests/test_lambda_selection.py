@@ -37,9 +37,9 @@ def test_the_value_best_on_validation_is_chosen_and_its_test_numbers_shown(tmp_p
 def test_the_optuna_search_is_confirmed_on_three_seeds_with_its_cache():
     sweep = load_sweep(REPO / "sweeps" / "lambda_optuna.yaml")
     assert sweep.cfg.space == {"align.lam": {"loguniform": [0.001, 100.0]}} and sweep.base_tree["seed"] == 1993
-    confirm = confirmation(sweep, {"align.lam": 0.3}, "lambda_optuna-confirm")
+    confirm = confirmation(sweep, {"align.lam": 0.3}, "lambda_optuna-confirm", "/storage")
     assert confirm.cfg.space == {"seed": {"grid": [1993, 1994, 1995]}} and confirm.cfg.search == "basic"
-    assert confirm.base_tree["align"]["lam"] == 0.3 and confirm.cfg.cache_location() == sweep.cfg.cache_location()
+    assert confirm.base_tree["align"]["lam"] == 0.3 and confirm.cfg.cache_location("/other") == sweep.cfg.cache_location("/storage")
     assert not confirm.cfg.confirm_space and confirm.cfg.metric == "val_avg_acc"
 
 

@@ -89,9 +89,10 @@ class SweepConfig:
         """Trials take their trajectory from the cache (and align every align_space value on it)."""
         return bool(self.align_space) or self.trajectory_cache is not None
 
-    def cache_location(self) -> str:
-        """An object-store URI as given; a folder made absolute here (trials run in folders of their own)."""
-        location = self.trajectory_cache or str(Path(self.storage_path) / "trajectories")
+    def cache_location(self, storage_root: str) -> str:
+        """An object-store URI as given; a folder made absolute here (trials run in folders of their own).
+        `storage_root`: the sweep's resolved storage (orchestration.storage.storage_root)."""
+        location = self.trajectory_cache or f"{storage_root.rstrip('/')}/trajectories"
         return location if "://" in location else str(Path(location).resolve())
 
     def variants(self) -> list[dict[str, Any]]:
@@ -137,12 +138,12 @@ class Sweep:
                     "features, not images; run robustness without align_space / trajectory_cache")
 
 
-def confirmation(sweep: Sweep, best: dict[str, Any], name: str) -> Sweep:
+def confirmation(sweep: Sweep, best: dict[str, Any], name: str, storage_root: str) -> Sweep:
     """The sweep that runs the `best` settings (dotted keys) over `confirm_space`: a grid, no search, no align_space,
     the same trajectory cache (the searched trajectory is not trained again)."""
     cfg = dataclasses.replace(sweep.cfg, space=sweep.cfg.confirm_space, align_space={}, confirm_space={},
                               confirm_per=[], search="basic", num_samples=1,
-                              trajectory_cache=sweep.cfg.cache_location() if sweep.cfg.cached else None)
+                              trajectory_cache=sweep.cfg.cache_location(storage_root) if sweep.cfg.cached else None)
     confirm = Sweep(cfg, name, merge_trees(sweep.base_tree, best))
     confirm.validate()
     return confirm

@@ -5,7 +5,7 @@ import os
 
 from imlca.engine.runner import preflight
 from imlca.orchestration.cluster import check_gpus, ensure_ray
-from imlca.orchestration.storage import check_storage
+from imlca.orchestration.storage import check_storage, storage_root
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep, confirmation
@@ -43,7 +43,8 @@ def confirm(sweep: Sweep, grid, name: str) -> int:
         settings = chosen_settings(result)
         print(f"confirming {describe(settings)} over {', '.join(cfg.confirm_space)}", flush=True)
         suffix = "".join(f"-{v}" for v in group)
-        codes.append(launch_sweep(confirmation(sweep, settings, f"{name}-confirm{suffix}")))
+        codes.append(launch_sweep(confirmation(sweep, settings, f"{name}-confirm{suffix}",
+                                                       storage_root(sweep.cfg.storage_path))))
     return max(codes, default=1)
 
 

@@ -134,7 +134,7 @@ def wrapped_trainable(sweep: Sweep):
     cfg = sweep.cfg
     if cfg.cached:  # trajectories from the cache; align_space values aligned inside each trial
         function = tune.with_parameters(cached_trainable, base_tree=sweep.base_tree, variants=cfg.variants(),
-                                        cache_uri=cfg.cache_location(), metric=cfg.metric, mode=cfg.mode)
+                                        cache_uri=cfg.cache_location(storage_root(cfg.storage_path)), metric=cfg.metric, mode=cfg.mode)
     else:
         function = tune.with_parameters(trainable, base_tree=sweep.base_tree)
     return tune.with_resources(function, trial_resources(sweep))

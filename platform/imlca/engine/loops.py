@@ -47,13 +47,15 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
 
 
 @torch.no_grad()
-def extract_features(model: IncrementalModel, loader: DataLoader, device: torch.device,
-                     precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """→ features float32 [N, D] and targets int64 [N], on the CPU, in loader order."""
+def extract_features(model: IncrementalModel, loader: DataLoader,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """→ features float32 [N, D] and targets int64 [N], on the CPU, in loader order.
+
+    Always fp32, whatever train.precision says: the statistics and the evaluation are computed in fp32 by the
+    authors, and bf16 would round the features that the Gaussian bank and the accuracies are made of."""
     model.freeze_statistics()
     feats, labels = [], []
     for images, targets in loader:
-        with autocast(device, precision):
-            feats.append(model.features(images.to(device, non_blocking=True)).float().cpu())
+        feats.append(model.features(images.to(device, non_blocking=True)).float().cpu())
         labels.append(targets)
     return torch.cat(feats), torch.cat(labels)

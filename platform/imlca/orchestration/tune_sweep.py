@@ -2,6 +2,9 @@
 
 The trainable reserves no resources itself (empty first bundle); its TaskWorker gets the second bundle
 (`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
+
+A diverged trial is not trained again: Tune 2.x retries every failure alike (FailureConfig cannot tell errors
+apart), so the trial records its DivergenceError in its folder and any retry raises it again before training.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
-from imlca.errors import UserError
+from imlca.errors import DivergenceError, UserError
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
 from imlca.config.sweep import SchedulerConfig, Sweep
@@ -78,6 +81,11 @@ class ProgressCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """A diverged trial's one restart re-raises its record at once; then no further retries."""
+        if isinstance(getattr(trial.get_pickled_error(), "cause", None), DivergenceError):
+            trial.max_failures = 0
+
 
 def param_space(sweep: Sweep) -> dict:
     """Dotted config keys → Tune domains."""
@@ -89,9 +97,15 @@ def trial_config(base_tree: dict, params: dict) -> ExperimentConfig:
     return from_dict(ExperimentConfig, merge_trees(base_tree, params))
 
 
+DIVERGED = "diverged.json"  # in the trial's folder: the DivergenceError that ended it
+
+
 def trainable(params: dict, base_tree: dict) -> None:
     """One trial: the run, resumed from Tune's checkpoint when the trial is retried or the sweep restored."""
     cfg = trial_config(base_tree, params)
+    record = Path(tune.get_context().get_trial_dir()) / DIVERGED
+    if record.is_file():  # a retry of a diverged trial: the same seeds would diverge again
+        raise DivergenceError(**json.loads(record.read_text()))
     root = Path(tempfile.mkdtemp(prefix="imlca-trial-"))
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -105,6 +119,9 @@ def trainable(params: dict, base_tree: dict) -> None:
 
     try:
         run_distributed(cfg, on_task=report, checkpoint_dir=root)
+    except DivergenceError as err:
+        record.write_text(json.dumps({"what": err.what, "fix": err.fix, "task": err.task, "epoch": err.epoch}))
+        raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -3,8 +3,9 @@
 The trainable reserves no resources itself (empty first bundle); its TaskWorker gets the second bundle
 (`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
 
-A diverged trial is not trained again: Tune 2.x retries every failure alike (FailureConfig cannot tell errors
-apart), so the trial records its DivergenceError in its folder and any retry raises it again before training.
+A diverged trial records its DivergenceError in its trial folder so that a retry can re-raise it instead of training
+(Tune 2.x retries every failure alike; FailureConfig cannot tell errors apart). Measured: the first retry still
+trains (it does not find the record yet), the second re-raises it; see tests/test_divergence.py.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ class ProgressCallback(tune.Callback):
         print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        """A diverged trial's one restart re-raises its record at once; then no further retries."""
+        """After a diverged trial's restart, no further retries (the restart itself is still Tune's)."""
         if isinstance(getattr(trial.get_pickled_error(), "cause", None), DivergenceError):
             trial.max_failures = 0
 

@@ -20,6 +20,7 @@ from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, M
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 PIPELINES = ("pil", "cached")  # per-image torchvision transforms | decoded-image cache + batched augmentation
+INTERPOLATIONS = ("bilinear", "bicubic")  # the statistics/evaluation resize
 
 
 @dataclass
@@ -29,6 +30,10 @@ class DataConfig:
     image_size: int = 224
     normalize: bool = False  # the reference feeds raw [0, 1] pixels to the ViT
     crop_scale_min: float = 0.05  # training RandomResizedCrop(scale=(min, 1))
+    # statistics/evaluation: Resize(int(ratio · image_size), interpolation) + CenterCrop(image_size); ratio null:
+    # the authors' per benchmark, 1 for CIFAR-100 (32-px images are upscaled) and 256/224 otherwise
+    eval_interpolation: str = "bilinear"
+    eval_resize_ratio: float | None = 1.0
     hflip: bool = True
     train_per_class: int | None = None  # keep at most this many training images per class (None: all)
     test_per_class: int | None = None
@@ -42,6 +47,10 @@ class DataConfig:
         choose(self.benchmark, "benchmark", BENCHMARKS)
         require(self.image_size >= 8, "image_size", f"must be >= 8 (got {self.image_size})")
         require(0 < self.crop_scale_min <= 1, "crop_scale_min", f"must be in (0, 1] (got {self.crop_scale_min})")
+        choose(self.eval_interpolation, "eval_interpolation", INTERPOLATIONS)
+        require(self.eval_resize_ratio is None or self.eval_resize_ratio >= 1, "eval_resize_ratio",
+                f"must be >= 1 (the centre crop needs the resized image at least image_size) or null "
+                f"(got {self.eval_resize_ratio})")
         for key in ("train_per_class", "test_per_class"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be >= 1 or null (got {value})")
@@ -96,7 +105,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     min_lr: float = 1e-6  # cosine schedule end
     device: str = "auto"  # auto: cuda when present
-    precision: str = "fp32"  # bf16 autocast on CUDA
+    precision: str = "fp32"  # bf16: autocast of the training forward/backward on CUDA (statistics, evaluation: fp32)
     channels_last: bool = False  # NHWC model and batches (faster convolutions on GPUs; CNN backbones)
     compile: bool = False  # torch.compile the backbone (in place: its state_dict keys stay the same)
 

@@ -15,10 +15,10 @@ from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
 from imlca.data.cached_loader import CachedBenchmark, loader_workers, open_caches
 from imlca.data.transforms import build_transform
-from imlca.engine.loops import autocast, extract_features, train_task
+from imlca.engine.loops import extract_features, require_finite, train_task
 from imlca.engine.seeding import derive_seed, generator
 from imlca.engine.task_output import TaskOutput
-from imlca.errors import ResourceError
+from imlca.errors import DivergenceError, ResourceError
 from imlca.models.backbone import read_checkpoint
 from imlca.models.heads import init_head
 from imlca.models.lora import scaling
@@ -86,19 +86,25 @@ class TaskRunner:
         head = nn.Parameter(init_head(hi - lo, self.model.dim, generator(cfg.seed, "head", task)).to(self.device))
         torch.manual_seed(derive_seed(cfg.seed, "augment", task))  # the transforms draw from the global RNG
         loader = self._loader("train", [task], self.train_tf, shuffle_seed=derive_seed(cfg.seed, "shuffle", task))
-        losses = train_task(self.model, head, loader, lo, cfg.train, self.device)
-        feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device,
-                                          cfg.train.precision)
+        try:
+            losses = train_task(self.model, head, loader, lo, cfg.train, self.device)
+        except DivergenceError as err:
+            raise err.at_task(task) from None
+        adapter = {k: v.detach().cpu() for k, v in self.space.read(self.model).items()}
+        require_finite([head.detach(), *adapter.values()], "the trained adapter or head holds NaN or inf",
+                       cfg.train, task, cfg.train.epochs)
+        feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device)
+        require_finite([feats], "the features of the new classes' Gaussian statistics are not finite", cfg.train,
+                       task)
         bank = GaussianBank(self.model.dim, cfg.align.ridge)
         bank.update(feats.double(), targets)
-        adapter = {k: v.detach().cpu() for k, v in self.space.read(self.model).items()}
         return TaskOutput(task, adapter, head.detach().cpu().clone(), bank.state_dict(), losses)
 
     def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
         """a[task][j] for j ≤ task, per method: argmax over all seen classes of the method's heads."""
         self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
         feats, targets = extract_features(self.model, self._loader("test", range(task + 1), self.test_tf),
-                                          self.device, self.cfg.train.precision)
+                                          self.device)
         bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
         rows = {}
         for method, weights in heads.items():
@@ -114,10 +120,8 @@ class TaskRunner:
 
         def predictor(weights: list[torch.Tensor]):
             @torch.no_grad()
-            def predict_images(images: torch.Tensor) -> torch.Tensor:
-                with autocast(self.device, self.cfg.train.precision):
-                    feats = self.model.features(images.to(self.device))
-                return predict(feats.float(), weights).cpu()
+            def predict_images(images: torch.Tensor) -> torch.Tensor:  # fp32, as the evaluation
+                return predict(self.model.features(images.to(self.device)), weights).cpu()
             return predict_images
 
         predictors = {m: predictor(ws) for m, ws in heads.items()}

@@ -9,6 +9,7 @@ from imlca.orchestration.storage import check_storage, storage_root
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep, confirmation
+from imlca.errors import UserError
 from imlca.tracking.store import check_reachable, resolve_uri
 
 
@@ -66,11 +67,13 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
     name = sweep.name  # fit() adds the start time
     grid = fit(sweep, make_callbacks, resume)
     for error in grid.errors:
-        print(f"trial failed: {str(error).splitlines()[0]}")
-    best = grid.get_best_result(metric=sweep.cfg.metric, mode=sweep.cfg.mode, scope="last")
-    if best is None or best.metrics is None:
+        cause = getattr(error, "cause", error)
+        print(f"trial failed: {cause if isinstance(cause, UserError) else str(error).splitlines()[0]}")
+    finished = [r for r in grid if r.error is None and r.metrics and sweep.cfg.metric in r.metrics]
+    if not finished:  # a failed trial's last report is no result (a diverged run stops mid-way)
         print("no trial finished")
         return 1
+    best = (max if sweep.cfg.mode == "max" else min)(finished, key=lambda r: r.metrics[sweep.cfg.metric])
     print(f"best trial: {describe(chosen_settings(best))}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
     print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {uri}")
     if sweep.cfg.confirm_space and not grid.errors:

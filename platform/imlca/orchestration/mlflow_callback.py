@@ -23,8 +23,8 @@ from imlca.tracking.store import TRIAL_TAG, Tracker, git_commit
 
 def run_metrics(result: dict) -> dict:
     """Our report's numbers out of a Tune result (which also holds Tune's own bookkeeping)."""
-    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "align_loss", "align_ce", "align_spread", "train_loss",
-            "trajectory_cached")
+    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "forgetting_authors", "align_loss", "align_ce", "align_spread",
+            "train_loss", "trajectory_cached")
     return {k: v for k, v in result.items() if k in ours or "/" in k or k.startswith(("acc_", "val_"))}
 
 

@@ -2,6 +2,10 @@
 
 The trainable reserves no resources itself (empty first bundle); its TaskWorker gets the second bundle
 (`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
+
+A diverged trial records its DivergenceError in its trial folder so that a retry can re-raise it instead of training
+(Tune 2.x retries every failure alike; FailureConfig cannot tell errors apart). Measured: the first retry still
+trains (it does not find the record yet), the second re-raises it; see tests/test_divergence.py.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
-from imlca.errors import UserError
+from imlca.errors import DivergenceError, UserError
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
 from imlca.orchestration.tune_cached import cached_trainable
@@ -80,6 +84,11 @@ class ProgressCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """After a diverged trial's restart, no further retries (the restart itself is still Tune's)."""
+        if isinstance(getattr(trial.get_pickled_error(), "cause", None), DivergenceError):
+            trial.max_failures = 0
+
 
 def param_space(sweep: Sweep) -> dict:
     """Dotted config keys → Tune domains."""
@@ -91,9 +100,15 @@ def trial_config(base_tree: dict, params: dict) -> ExperimentConfig:
     return from_dict(ExperimentConfig, merge_trees(base_tree, params))
 
 
+DIVERGED = "diverged.json"  # in the trial's folder: the DivergenceError that ended it
+
+
 def trainable(params: dict, base_tree: dict) -> None:
     """One trial: the run, resumed from Tune's checkpoint when the trial is retried or the sweep restored."""
     cfg = trial_config(base_tree, params)
+    record = Path(tune.get_context().get_trial_dir()) / DIVERGED
+    if record.is_file():  # a retry of a diverged trial: the same seeds would diverge again
+        raise DivergenceError(**json.loads(record.read_text()))
     root = Path(tempfile.mkdtemp(prefix="imlca-trial-"))
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -108,6 +123,9 @@ def trainable(params: dict, base_tree: dict) -> None:
 
     try:
         run_distributed(cfg, on_task=report, checkpoint_dir=root)
+    except DivergenceError as err:
+        record.write_text(json.dumps({"what": err.what, "fix": err.fix, "task": err.task, "epoch": err.epoch}))
+        raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -28,6 +28,8 @@ AUTHORS = {  # resolved config key → (the authors' value, where it comes from)
     "data.hflip": (True, "utils/data.py:61 RandomHorizontalFlip(p=0.5)"),
     "data.eval_interpolation": ("bicubic", "utils/data.py:73 Resize(size, BICUBIC)"),
     "data.task_sizes": (None, "lca.py:720-726 DATA_TABLE; None: the benchmark's own split"),
+    "data.val_fraction": (0.0, "utils/data.py trains on the whole train split (no validation carve-out)"),
+    "data.pipeline": ("pil", "utils/data.py:55-62 torchvision transforms on each PIL image"),
     "model.backbone": ("vit_base_patch16_224", "helper.py:163 timm.create_model(name[:-5]), 0d1bd01 lca.py:740"),
     "model.pretrained": (True, "helper.py:163 pretrained=True"),
     "model.layer_norm": (True, "helper.py:321 self.norm = nn.LayerNorm(...), trained and merged"),
@@ -49,6 +51,7 @@ AUTHORS = {  # resolved config key → (the authors' value, where it comes from)
     "align.batch_size": (128, "lca.py:750"),
     "align.epochs": (10, "lca.py:751"),
     "align.lr": (5e-3, "lca.py:857 (base_lca)"),
+    "align.ca_lr": (1e-2, "the CA baseline's alignment lr (lca.py base_ca config; issue 12 item 5)"),
     "align.lam": (0.1, "lca.py:860 train_ca_robust_weight"),
     "align.momentum": (0.9, "lca.py:464"),
     "align.weight_decay": (5e-4, "lca.py:463"),
@@ -60,7 +63,8 @@ DIFFERENCES = {  # deliberate, listed in the README's table of differences
 }
 NOT_PROTOCOL = ("name", "output_dir", "tracking.", "resources.", "robustness.", "data.root", "data.num_workers",
                 "data.benchmark", "data.train_per_class", "data.test_per_class", "data.eval_resize_ratio",
-                "model.checkpoint", "train.device", "align.method", "align.compare")
+                "model.checkpoint", "train.device", "align.method", "align.compare",
+                "data.cache_dir", "train.channels_last", "train.compile")  # where and how fast, not what
 # utils/data.py:68-71: CIFAR-100 Resize(input_size), the others Resize(int(256/224 · input_size))
 AUTHORS_RESIZE = {name: 224 if name == "cifar100" else 256 for name in BENCHMARKS}
 

@@ -80,7 +80,7 @@ class TrajectoryStep(LocalStep):
         runner.space.load(runner.model, {k: v.to(runner.device) for k, v in merged.items()})
         loader = DataLoader(runner.benchmark.view(part, range(task + 1), runner.test_tf),
                             batch_size=runner.cfg.eval.batch_size, num_workers=runner.cfg.data.num_workers)
-        return extract_features(runner.model, loader, runner.device, runner.cfg.train.precision)
+        return extract_features(runner.model, loader, runner.device)  # fp32 always (issue 12)
 
     def run_task(self, task: int) -> dict:
         out = self.runner.train(task, self.state.merged)

@@ -6,6 +6,7 @@ process names, it takes no address), including the pytest session's own `ray_clu
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from typing import Callable, Iterator
 
 import psutil
 
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's mlflow and ray executables sit beside its python
 STARTUP_S = 180.0  # generous: the machine has 2 cores, often busy with other tests
 
@@ -117,14 +119,16 @@ def stop(proc: subprocess.Popen, grace_s: float = 30.0, whole_group: bool = True
 
 
 @contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """`mlflow server` on a free port, sqlite store and artifacts under `root`; yields its http URI."""
+def mlflow_server(root: Path, artifacts: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server` on a free port, sqlite store under `root`, artifacts under `root` or at `artifacts` (an
+    s3:// URI: then `env` holds the endpoint and credentials); yields its http URI."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = root / "mlflow-server.log"
     proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                   "--backend-store-uri", f"sqlite:///{root / 'm.db'}",
-                  "--artifacts-destination", str(root / "artifacts"), "--workers", "1"], clean_env(), log)
+                  "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "1"],
+                 clean_env(**(env or {})), log)
     try:
         wait_for(lambda: http_status(f"{uri}/health") == 200, "mlflow server", proc, log)
         yield uri
@@ -135,6 +139,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
 @dataclass
 class RayHead:
     dashboard: str  # http://127.0.0.1:<port>, where `ray job submit` talks to the cluster
+    address: str  # 127.0.0.1:<GCS port>, where other nodes join
     temp_dir: Path
     env: dict[str, str]  # for the cluster's clients: token auth on, this cluster's token
     token: str
@@ -145,8 +150,25 @@ class RayHead:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def job_submit_argv(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str,
+                    working_dir: Path | None = REPO) -> list[str]:
+    """`ray job submit` (with `working_dir` uploaded as the job's working dir); it waits for the job and prints
+    the job's log."""
+    shipped = ["--working-dir", str(working_dir)] if working_dir else []
+    return [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--submission-id", job_id, *shipped,
+            "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
+
+
+def submit_job(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str, timeout: float,
+               env: dict[str, str] | None = None, working_dir: Path | None = REPO) -> subprocess.CompletedProcess:
+    """Run `ray job submit` from the repository to the job's end (exit code 1 when the job fails); stdout holds
+    the job's log."""
+    argv = job_submit_argv(head, entrypoint, runtime_env, job_id, working_dir)
+    return subprocess.run(argv, env=env or head.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
 @contextmanager
-def ray_head(root: Path, num_cpus: int = 2) -> Iterator[RayHead]:
+def ray_head(root: Path, num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[RayHead]:
     """`ray start --head --block` on 127.0.0.1 with token authentication, its own token and a short temp dir
     (unix socket paths must stay under 108 bytes). Yields once the job API answers an authenticated request.
 
@@ -156,11 +178,11 @@ def ray_head(root: Path, num_cpus: int = 2) -> Iterator[RayHead]:
     token = secrets.token_hex(32)  # the form `ray get-auth-token --generate` writes
     token_file = root / "ray_auth_token"
     token_file.write_text(token)
-    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), **(env or {}))
     # Every port Ray would otherwise take at a fixed default (6379, 8265, 52365, 10001) is a free one: other
     # clusters may run on this machine (another test session, the dashboard agent of this one's `ray_cluster`).
     gcs, dashboard, agent, client = free_ports(4)
-    head = RayHead(f"http://127.0.0.1:{dashboard}", temp_dir, env, token, root / "ray-head.log")
+    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, token, root / "ray-head.log")
     proc = start([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                   f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
@@ -176,3 +198,30 @@ def ray_head(root: Path, num_cpus: int = 2) -> Iterator[RayHead]:
     finally:
         stop(proc, whole_group=False)  # a SIGTERM to the whole group stalls `ray start`'s drain-and-shutdown
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def kill_session(sid: int, grace_s: float = 5.0, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
+    """SIGTERM, then SIGKILL (or `signals`), every process of the session `sid` (its leader, started with
+    start_new_session, has that pid). Ray's workers leave the leader's process group but not its session; nothing
+    else is touched."""
+    def members() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                zombie = entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                if entry.name.isdigit() and not zombie and os.getsid(int(entry.name)) == sid:
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
+        return found
+
+    for sig in signals:
+        for pid in members():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert members() == [], "processes of the session survived SIGKILL"

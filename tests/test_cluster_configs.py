@@ -10,11 +10,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 import ray
 import yaml
 
-from servers import clean_env, free_port, log_tail, start  # the end-to-end tests' process helpers
+from servers import clean_env, free_port, kill_session, log_tail, start  # the end-to-end tests' process helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -32,7 +30,7 @@ LAUNCHERS = ["aws.yaml", "gcp.yaml"]
 KUBERAY = {"raycluster.yaml": "ray.io_rayclusters.yaml", "rayjob.yaml": "ray.io_rayjobs.yaml"}
 
 # Accelerators each provider's node_config asks for; AWS counts come from the EC2 instance-type sheet.
-AWS_GPUS = {"g5.xlarge": 1, "p4d.24xlarge": 8}
+AWS_GPUS = {"g5.2xlarge": 1, "p4d.24xlarge": 8}
 ACCELERATORS = {
     "aws": lambda nc: AWS_GPUS.get(nc["InstanceType"], 0),
     "gcp": lambda nc: sum(a["acceleratorCount"] for a in nc.get("guestAccelerators", [])),
@@ -43,8 +41,8 @@ SPOT = {
 }
 # Ray passes node_config to EC2 RunInstances / GCE instances.insert unchecked: a typo here would fail at launch.
 NODE_CONFIG_KEYS = {
-    "aws": {"InstanceType", "ImageId", "BlockDeviceMappings", "InstanceMarketOptions"},
-    "gcp": {"machineType", "disks", "guestAccelerators", "scheduling", "metadata"},
+    "aws": {"InstanceType", "ImageId", "BlockDeviceMappings", "InstanceMarketOptions", "IamInstanceProfile"},
+    "gcp": {"machineType", "disks", "guestAccelerators", "scheduling", "metadata", "serviceAccounts"},
 }
 
 
@@ -216,6 +214,45 @@ def test_no_config_switches_token_auth_off():
         assert set(auth_modes(list(yaml.safe_load_all(path.read_text())))) <= {"token"}, path
 
 
+def bucket(uri: str) -> str:
+    assert re.fullmatch(r"(s3|gs)://[^/]+/\S+", uri), uri
+    return uri.split("/")[2]
+
+
+@pytest.mark.parametrize("name, scheme", [("aws.yaml", "s3"), ("gcp.yaml", "gs")])
+def test_launcher_stores_checkpoints_and_artifacts_in_one_bucket(name, scheme):
+    config = launcher(name)
+    (storage,) = [o.split("=", 2)[2] for o in config["docker"]["head_run_options"]
+                  if o.startswith("--env=IMLCA_STORAGE=")]  # read by the driver, on the head
+    (artifacts,) = re.findall(r"start_mlflow\.sh (\S+)", " ".join(config["head_start_ray_commands"]))
+    assert storage.startswith(f"{scheme}://") and artifacts.startswith(f"{scheme}://")
+    assert bucket(storage) == bucket(artifacts)
+    workers = [t for n, t in config["available_node_types"].items() if n != config["head_node_type"]]
+    role = {"aws": "IamInstanceProfile", "gcp": "serviceAccounts"}[config["provider"]["type"]]
+    assert all(role in w["node_config"] for w in workers)  # trials write checkpoints with the node's identity
+
+
+def test_kuberay_stores_checkpoints_and_artifacts_in_one_bucket():
+    spec = cluster_spec("raycluster.yaml")
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    storage = {e["name"]: e.get("value") for e in head["env"]}["IMLCA_STORAGE"]
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text())}
+    (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (artifacts,) = [a.split("=", 1)[1] for a in server["command"] if a.startswith("--artifacts-destination=")]
+    assert storage.startswith("s3://") and bucket(storage) == bucket(artifacts)
+    worker = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    for container in (head, worker, server):  # credentials from a Secret (or the pod's service account)
+        assert {"secretRef": {"name": "imlca-s3", "optional": True}} in container["envFrom"]
+
+
+def test_no_credentials_in_the_cluster_files():
+    # a key id, or a secret's name followed by a value (placeholders such as `...` or `<key>` are fine)
+    secrets = re.compile(r"AKIA[0-9A-Z]{16}|(?i:secret_access_key|private_key|session_token)\s*[:=]\s*[\w/+]{8}")
+    for path in CLUSTER.rglob("*"):
+        if path.is_file():
+            assert not secrets.search(path.read_text()), path
+
+
 # ------------------------------------------------------------------------------------------------ KubeRay
 @pytest.mark.parametrize("name", sorted(KUBERAY))
 def test_kuberay_manifest_passes_crd_schema(name):
@@ -282,32 +319,6 @@ def test_crd_copies_match_the_shared_originals():
 
 
 # --------------------------------------------------------------------------- real processes on this machine
-def end_session(sid: int) -> None:
-    """Stops every process of the session this test started (its leader's pid is the session id): Ray's
-    workers leave the leader's process group but not its session. Nothing else on the machine is touched."""
-    def members() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                zombie = entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-                if entry.name.isdigit() and not zombie and os.getsid(int(entry.name)) == sid:
-                    found.append(int(entry.name))
-            except (ProcessLookupError, PermissionError, FileNotFoundError):
-                pass
-        return found
-
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        for pid in members():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while members() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    assert members() == [], "processes of the test session survived SIGKILL"
-
-
 def test_start_mlflow_keeps_a_running_server(tmp_path):
     # A process whose command line reads "mlflow server" stands in for one started earlier (a real server
     # takes ~20 s to boot here): re-running `ray up` must leave it alone.
@@ -388,7 +399,7 @@ def test_fake_cluster_adds_a_gpu_worker_per_waiting_task(tmp_path):
         assert result["gpus"] == 2
     finally:
         try:
-            end_session(head.pid)
+            kill_session(head.pid)
         finally:
             head.poll()  # reap the `ray start` child
             shutil.rmtree(temp_dir, ignore_errors=True)

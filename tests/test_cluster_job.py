@@ -11,8 +11,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
-from servers import BIN, http_status, ray_head
+from servers import http_status, ray_head, submit_job
 
 pytestmark = pytest.mark.slow
 JOB_TIMEOUT_S = 480  # the sweep takes about a minute alone on 2 cores; other tests may share them
@@ -26,10 +25,7 @@ def head(tmp_path_factory):
 
 def submit(head, entrypoint: list[str], env: dict[str, str], runtime_env: dict, job_id: str,
            timeout: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """`ray job submit`, waiting for the job's end (its exit code is 1 when the job fails)."""
-    argv = [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--submission-id", job_id,
-            "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return submit_job(head, entrypoint, runtime_env, job_id, timeout, env)
 
 
 def written_by_job(path, root) -> bool:
@@ -57,7 +53,8 @@ def test_the_cluster_refuses_clients_without_its_token(head):
 def test_smoke_sweep_job_succeeds_and_is_tracked(head, tmp_path):
     db = tmp_path / "mlflow.db"
     job_id = f"imlca-smoke-{secrets.token_hex(4)}"
-    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": "platform"}}
+    # the package travels as a py_module (cluster/README.md): the job runs the submitted code, not the image's
+    runtime_env = {"py_modules": ["platform/imlca"], "env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{db}"}}
     done = submit(head, ["python", "-m", "imlca", "sweep", "sweeps/smoke.yaml"], head.env, runtime_env, job_id)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert job_info(head, job_id)["status"] == "SUCCEEDED"
@@ -72,7 +69,8 @@ def test_smoke_sweep_job_succeeds_and_is_tracked(head, tmp_path):
     workdirs = [p for p in unpacked.glob("_ray_pkg_*") if p.is_dir()]
     assert len(workdirs) == 1
     workdir = workdirs[0]
-    assert (workdir / "platform" / "imlca" / "cli.py").is_file() and (workdir / "sweeps" / "smoke.yaml").is_file()
+    assert (workdir / "platform" / "imlca" / "cli" / "__init__.py").is_file()
+    assert (workdir / "sweeps" / "smoke.yaml").is_file()
     assert not (workdir / ".venv").exists() and not (workdir / ".pytest_cache").exists()  # both in .gitignore
     uploaded = sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file() and not written_by_job(f, workdir))
     assert uploaded < 50 * 2**20  # the repo's tracked files are ~3 MB

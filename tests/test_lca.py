@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from imlca.core.gaussian_bank import GaussianBank
-from imlca.core.lca import align_heads, lca_loss
+from imlca.core.lca import align_heads, lca_loss, lca_loss_terms
 
 LN2 = math.log(2.0)
 MEANS = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])  # μ0, μ1, μ2
@@ -51,10 +51,24 @@ def test_lca_loss_by_hand():
     assert lca_loss(logits, targets, features, MEANS, lam=1.0).item() == pytest.approx(49 / 18 * LN2, abs=1e-6)
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_lca_terms_by_hand(lam):
+    """The two logged terms, averaged over the 3 classes: term 1 = (8/3 + 1.5 + 2) / 3 = 37/18, term 2 = 2/3
+    (in units of ln 2), whatever λ weighs them with; with λ > 0 the loss is term 1 + λ·term 2."""
+    logits, targets, features = _batch()
+    loss, ce, spread = lca_loss_terms(logits, targets, features, MEANS, lam)
+    assert ce.item() == pytest.approx(37 / 18 * LN2, abs=1e-6)
+    assert spread.item() == pytest.approx(2 / 3 * LN2, abs=1e-6)
+    assert not ce.requires_grad and not spread.requires_grad
+    if lam > 0:
+        assert loss.item() == pytest.approx((37 / 18 + lam * 2 / 3) * LN2, abs=1e-6)
+
+
 def test_lam_zero_is_plain_cross_entropy():
     logits, targets, features = _batch()
     loss = lca_loss(logits, targets, features, MEANS, lam=0.0)
     assert torch.equal(loss, F.cross_entropy(logits, targets))
+    assert torch.equal(lca_loss_terms(logits, targets, features, MEANS, lam=0.0)[0], loss)
     # mean of ℓ = (1 + 3 + 2 + 1 + 2 + 2 + 4) / 7 = 15/7 ln 2, unlike the region-wise average
     assert loss.item() == pytest.approx(15 / 7 * LN2, abs=1e-6)
 
@@ -122,9 +136,11 @@ def test_align_heads_fixes_misaligned_heads(lam):
     weight = bank.means([1, 2, 3, 0]).double()  # row c points at class c+1: accuracy near 0
     assert _accuracy(weight, bank, [0, 1, 2, 3]) < 0.1
     original = weight.clone()
-    aligned, losses = _align(weight, bank, lam)
+    aligned, history = _align(weight, bank, lam)
     assert _accuracy(aligned, bank, [0, 1, 2, 3]) > 0.95
+    losses = history["loss"]
     assert len(losses) == 6 and losses[-1] < losses[0]
+    assert len(history["ce"]) == len(history["spread"]) == 6 and min(history["spread"]) >= 0
     assert aligned.dtype == torch.float64 and aligned.shape == weight.shape
     assert torch.equal(weight, original)  # the input is not modified
 

@@ -5,6 +5,7 @@ import torch
 from imlca.core.metrics import (
     average_incremental_accuracy,
     forgetting,
+    forgetting_authors,
     last_accuracy,
     summary,
     task_accuracies,
@@ -21,19 +22,30 @@ def test_three_tasks_by_hand(acc):
     assert average_incremental_accuracy(acc) == pytest.approx(70.0)
     assert last_accuracy(acc) == 50.0
     assert forgetting(acc) == pytest.approx(25.0)
+    assert forgetting_authors(acc) == pytest.approx(25.0)  # no task ends above its best: the two agree
     result = summary(acc)
-    assert result == pytest.approx({"avg_acc": 70.0, "last_acc": 50.0, "forgetting": 25.0})
+    assert result == pytest.approx({"avg_acc": 70.0, "last_acc": 50.0, "forgetting": 25.0,
+                                    "forgetting_authors": 25.0})
     assert all(type(v) is float for v in result.values())
 
 
 def test_two_tasks_with_fractions():
     # A_0 = 100, A_1 = 62.5 → Ā = 81.25; forgetting = 100 − 75 = 25
     acc = [[100.0], [75.0, 50.0]]
-    assert summary(acc) == {"avg_acc": 81.25, "last_acc": 62.5, "forgetting": 25.0}
+    assert summary(acc) == {"avg_acc": 81.25, "last_acc": 62.5, "forgetting": 25.0, "forgetting_authors": 25.0}
 
 
 def test_single_task_has_no_forgetting():
-    assert summary([[91.5]]) == {"avg_acc": 91.5, "last_acc": 91.5, "forgetting": 0.0}
+    assert summary([[91.5]]) == {"avg_acc": 91.5, "last_acc": 91.5, "forgetting": 0.0, "forgetting_authors": 0.0}
+
+
+def test_the_two_forgetting_definitions_differ_where_a_task_ends_at_its_best():
+    # task 0 ends at 60, above its earlier 50 and 40; task 1 drops from 90 to 80
+    acc = [[50.0], [40.0, 90.0], [60.0, 80.0, 70.0]]
+    # ours, best before the last row: task 0: max(50, 40) − 60 = −10; task 1: 90 − 80 = 10 → 0
+    assert forgetting(acc) == pytest.approx(0.0)
+    # the authors', best over every row: task 0: max(50, 40, 60) − 60 = 0; task 1: max(90, 80) − 80 = 10 → 5
+    assert forgetting_authors(acc) == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize(

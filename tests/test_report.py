@@ -8,7 +8,7 @@ from imlca.tracking.store import Tracker
 def log_run(tracker, benchmark, seed, values, rule="ties", status="FINISHED"):
     run = tracker.start_run(f"{benchmark}-{seed}", {"seed": seed}, {"benchmark": benchmark, "seed": seed,
                                                                     "merge_rule": rule, "imlca.kind": "trial"})
-    metrics = {f"{m}/{k}": v for m, row in values.items() for k, v in zip(("avg_acc", "last_acc", "forgetting"), row)}
+    metrics = {f"{m}/{k}": v for m, row in values.items() for k, v in zip(("avg_acc", "last_acc", "forgetting", "forgetting_authors"), row)}
     tracker.log_metrics(run, metrics, step=0)
     tracker.end_run(run, status)
 
@@ -32,3 +32,14 @@ def test_report_means_and_stds_over_seeds(tracker, capsys):
     # IM: 91.00 - 92.82 = -1.82; IM+LCA: 94.5 - 94.80 = -0.30; IM+CA: no runs
     assert "-1.82" in cifar and "-0.30" in cifar and "94.00" in cifar
     assert cifar.count("±") == 2
+
+
+def test_paper_report_uses_the_authors_forgetting(tracker):
+    # (Ā, last, forgetting, forgetting_authors): the two forgetting values differ so the test sees which is shown
+    log_run(tracker, "cub", 1993, {"im_lca": (90.0, 85.0, -1.0, 4.0)})
+    log_run(tracker, "cub", 1994, {"im_lca": (91.0, 86.0, 0.0, 6.0)})
+    paper = format_paper(collect(tracker))
+    cub = [line for line in paper if line.startswith("cub")]
+    assert len(cub) == 2 and "90.50 ± 0.71" in cub[0]  # Ā, then forgetting
+    # authors': mean(4, 6) = 5, sample std = sqrt(2) = 1.41; IM and IM+CA have no runs
+    assert cub[1].split() == ["cub", "-", "-", "5.00", "±", "1.41"]

@@ -41,3 +41,20 @@ class TrackingError(UserError):
 
 class ResourceError(UserError):
     """Resources were asked for that the machine or cluster does not have."""
+
+
+class DivergenceError(UserError):
+    """A loss, adapter or statistic became NaN or infinite: the run stops where it first appears, naming the task,
+    the epoch and the likely fix. Retrying cannot help (every random draw is seeded), so sweeps do not retrain it."""
+
+    def __init__(self, what: str, fix: str, task: int | None = None, epoch: int | None = None):
+        self.what, self.fix, self.task, self.epoch = what, fix, task, epoch
+        where = ", ".join(p for p in (f"task {task}" if task is not None else "",
+                                      f"epoch {epoch}" if epoch is not None else "") if p)
+        super().__init__(f"diverged{' at ' + where if where else ''}: {what}; {fix}")
+
+    def __reduce__(self):  # keeps the fields across Ray's pickling of errors raised in actors
+        return DivergenceError, (self.what, self.fix, self.task, self.epoch)
+
+    def at_task(self, task: int) -> "DivergenceError":
+        return DivergenceError(self.what, self.fix, task, self.epoch)

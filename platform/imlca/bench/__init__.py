@@ -29,10 +29,22 @@ BENCHMARKS: dict[str, Benchmark] = {
                        "imlca.bench.merge_speed:bench_merge"),
     "bank": Benchmark(Goal(">=", 5.0, "x", "MultivariateNormal per class / GaussianBank.sample (speed-up)"),
                       "imlca.bench.bank_sampling:bench_bank"),
-    "handoff": Benchmark(Goal("<=", 2.0, "x", "adapter actor → object store → actor / in-process clone"),
-                         "imlca.bench.worker_rows:bench_handoff"),
-    "sweep": Benchmark(Goal("<=", 1.10, "x", "N trials through Tune + MLflow / the same N runs one after another"),
+    "bank_bytes": Benchmark(Goal("<=", 0.5, "x", "float32 Cholesky bank bytes / float64 statistics (200 × 768-d)"),
+                            "imlca.bench.bank_memory:bench_bank_bytes"),
+    "loader": Benchmark(Goal(">=", 10.0, "x", "training images/s per CPU core: decoded-image cache / JPEG decoding"),
+                        "imlca.bench.loader_speed:bench_loader"),
+    "end_to_end": Benchmark(Goal("<=", 1.05, "x", "embedded-size run on Ray with checkpoints / same run in-process"),
+                            "imlca.bench.end_to_end:bench_end_to_end"),
+    "task_overhead": Benchmark(Goal("<=", 0.01, "fraction", "per-task orchestration time / in-process task time"),
+                               "imlca.bench.end_to_end:bench_task_overhead"),
+    "sweep": Benchmark(Goal("<=", 1.0, "s", "fixed seconds per trial: Tune + MLflow around run_distributed"),
                        "imlca.bench.sweep_overhead:bench_sweep"),
+    "lambda_sweep": Benchmark(Goal("<=", 1.3, "x", "λ sweep of k values through Tune + MLflow / (one run + k "
+                                   "alignments)"), "imlca.bench.lambda_sweep:bench_lambda_sweep"),
     "gpu": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA training, 224 px, bf16: model FLOP utilisation"),
                      "imlca.bench.gpu:bench_gpu"),
+    # `bench --gpu` runs this one alone: it needs only torch, torchvision, timm and peft (no Ray, no MLflow)
+    "gpu_paths": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA, 224 px, bf16, fed from the image cache: MFU "
+                                                   "(beside the synthetic loop and the JPEG path)"),
+                           "imlca.bench.gpu_paths:bench_gpu_paths"),
 }

@@ -21,20 +21,32 @@ OPERATORS = {"<=": operator.le, ">=": operator.ge}
 class Settings:
     quick: bool = False  # smaller sizes, fewer repeats: seconds instead of minutes
     threads: int = 1  # torch threads of the in-process side = CPUs of the actor side
+    gpu: bool = False  # `bench --gpu`: with --quick and no CUDA, gpu_paths runs as a CPU smoke test
 
 
 @dataclass(frozen=True)
 class Goal:
     op: str  # "<=": the measured ratio may be at most `target`; ">=": at least
     target: float
-    unit: str  # "x" for time ratios and speed-ups, "MFU" for the fraction of peak FLOP/s
+    unit: str  # "x": time ratios and speed-ups; "MFU": fraction of peak FLOP/s; "s": seconds; "fraction": of a time
     text: str  # what is divided by what, as in DESIGN §6
 
     def met(self, value: float) -> bool:
         return OPERATORS[self.op](value, self.target)
 
     def describe(self) -> str:
-        return f"{self.op} {self.target:g}{'x' if self.unit == 'x' else ' MFU'}"
+        return f"{self.op} {format_value(self.target, self.unit, goal=True)}"
+
+
+def format_value(value: float, unit: str, goal: bool = False) -> str:
+    """1.234x, 0.4 MFU / 41.3%, 0.52 s, 1% / 0.8% (fractions)."""
+    if unit == "x":
+        return f"{value:g}x" if goal else f"{value:.3f}x"
+    if unit == "s":
+        return f"{value:g} s" if goal else f"{value:.2f} s"
+    if unit == "MFU" and goal:
+        return f"{value:g} MFU"
+    return f"{value:.0%}" if goal else f"{value:.1%}"
 
 
 @dataclass

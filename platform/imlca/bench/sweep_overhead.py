@@ -1,10 +1,11 @@
-"""`sweep`: N trials through Ray Tune + MLflow (launch_sweep) vs the same N runs called one after another.
+"""`sweep`: the fixed seconds per trial that Ray Tune + MLflow (launch_sweep) add to the same N runs called one
+after another: (sweep time − direct time) / N.
 
 The direct side calls `run_distributed` (with a checkpoint folder, as `python -m imlca run --distributed` does),
 because that is what every Tune trial calls: the difference is then Tune and MLflow alone, not Ray's actors
-(those are `lora_worker` and `handoff`). Tune runs with max_concurrent_trials=1 so that both sides do the same
-work with the same concurrency (one TaskWorker of one CPU at a time); otherwise two concurrent trials on two CPUs
-would hide Tune's overhead behind parallelism (and measure the machine's second core, not Tune).
+(those are `lora_worker`, `end_to_end` and `task_overhead`). Tune runs with max_concurrent_trials=1 so that both
+sides do the same work with the same concurrency (one TaskWorker of one CPU at a time); otherwise two concurrent
+trials on two CPUs would hide Tune's overhead behind parallelism (and measure the machine's second core, not Tune).
 """
 from __future__ import annotations
 
@@ -67,11 +68,11 @@ def bench_sweep(settings: Settings) -> Measurement:
         direct_runs(tree, values[:1], root)  # warm-up: Ray's worker processes and imports
         timings = rounds([wall("direct", lambda: direct_runs(tree, values, root)),
                           wall("tune_mlflow", lambda: tune_sweep(tree, values, root, codes))], repeats, warmup=0)
+    per_trial = (timings["tune_mlflow"] - timings["direct"]) / len(values)  # the row's figure, in seconds
     ratios = {"tune_mlflow": divide(timings["tune_mlflow"], timings["direct"])}
     details = {"trials": len(values), "swept": KEY, "values": values, "repeats": repeats,
-               "direct": "run_distributed one after another", "tune_concurrency": 1,
-               "per_trial_overhead_s": (timings["tune_mlflow"] - timings["direct"]) / len(values)}
+               "direct": "run_distributed one after another", "tune_concurrency": 1, "time_ratio": ratios}
     note = (f"{len(values)} trials of the tiny config over {KEY}; Tune runs one trial at a time, the direct side "
             "calls run_distributed one run after another")
-    return Measurement(ratios["tune_mlflow"], timings, ratios, {"sweeps_succeeded": all(c == 0 for c in codes)},
+    return Measurement(per_trial, timings, {"per_trial_s": per_trial}, {"sweeps_succeeded": all(c == 0 for c in codes)},
                        details, note=note)

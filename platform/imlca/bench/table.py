@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from imlca.bench import BENCHMARKS
-from imlca.bench.measure import Measurement, Result, Settings
+from imlca.bench.measure import Measurement, Result, Settings, format_value
 from imlca.errors import UserError
 
 VERDICTS = {True: "PASS", False: "FAIL", None: "-"}
@@ -42,9 +42,7 @@ def _seconds(value: float) -> str:
 
 
 def _value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}x" if unit == "x" else f"{value:.1%}"
+    return "-" if value is None else format_value(value, unit)
 
 
 def format_result(result: Result) -> list[str]:

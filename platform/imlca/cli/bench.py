@@ -8,7 +8,9 @@ HELP = "measure the DESIGN §6 performance targets as ratios in one run"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this benchmark (repeatable): lora_worker, merge, bank, handoff, sweep, gpu")
+                   help="run only this benchmark (repeatable); see the list in the README's performance section")
+    p.add_argument("--gpu", action="store_true",
+                   help="the GPU data paths alone (gpu_paths: synthetic, cached, JPEG); no Ray or MLflow needed")
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (seconds, for tests)")
     p.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     p.add_argument("--threads", type=int, default=1,
@@ -23,8 +25,10 @@ def execute(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1 (got {args.threads})")
-    names, json_path = select(args.only), check_output(args.json)
-    results = run_benchmarks(names, Settings(args.quick, args.threads), json_path)
+    if args.gpu and args.only:
+        raise UserError("--gpu runs gpu_paths alone; drop --only, or use --only gpu_paths")
+    names, json_path = select(["gpu_paths"] if args.gpu else args.only), check_output(args.json)
+    results = run_benchmarks(names, Settings(args.quick, args.threads, args.gpu), json_path)
     if any(r.error for r in results):
         return 1
     return 1 if args.strict and any(r.passed is False for r in results) else 0

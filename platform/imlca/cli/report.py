@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMAT_CHOICES,
                    help="write report.{md,csv,tex,html} (with figures) to --out instead of printing the table")
     p.add_argument("--out", default=".", help="folder for --format's files (default: the current folder)")
+    p.add_argument("--select", metavar="KEY", help="runs that differ in config KEY (e.g. align.lam): choose its "
+                   "value on validation Ā, show the chosen value's test numbers")
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -24,6 +26,13 @@ def execute(args: argparse.Namespace) -> int:
 
     uri = resolve_uri(args.uri)
     check_reachable(uri)
+    if args.select:
+        from imlca.tracking.selection import collect_values, format_selection
+
+        by_value = collect_values(Tracker(uri, args.experiment), args.select, args.parent)
+        print("\n".join(format_selection(by_value, args.select)) if by_value else
+              f"no finished runs with validation metrics and a '{args.select}' param in '{args.experiment}'")
+        return 0
     found = records(Tracker(uri, args.experiment), args.parent)
     table = table_of(found)
     if not table:

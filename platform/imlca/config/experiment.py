@@ -19,6 +19,8 @@ from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, M
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+PIPELINES = ("pil", "cached")  # per-image torchvision transforms | decoded-image cache + batched augmentation
+INTERPOLATIONS = ("bilinear", "bicubic")  # the statistics/evaluation resize
 
 
 @dataclass
@@ -28,23 +30,37 @@ class DataConfig:
     image_size: int = 224
     normalize: bool = False  # the reference feeds raw [0, 1] pixels to the ViT
     crop_scale_min: float = 0.05  # training RandomResizedCrop(scale=(min, 1))
+    # statistics/evaluation: Resize(int(ratio · image_size), interpolation) + CenterCrop(image_size); ratio null:
+    # the authors' per benchmark, 1 for CIFAR-100 (32-px images are upscaled) and 256/224 otherwise
+    eval_interpolation: str = "bilinear"
+    eval_resize_ratio: float | None = 1.0
     hflip: bool = True
     train_per_class: int | None = None  # keep at most this many training images per class (None: all)
     test_per_class: int | None = None
+    val_fraction: float = 0.0  # per class, seeded, carved from train (after train_per_class); 0: no validation
     task_sizes: list[int] | None = None  # classes per task; None: the benchmark's own split
-    num_workers: int = 0
+    num_workers: int | None = 0  # loader processes; None: the trial's CPUs (resources.num_cpus) less one
+    pipeline: str = "pil"  # "cached": images decoded once per node, augmented as batches on the device
+    cache_dir: str | None = None  # the decoded-image cache; falls back to $IMLCA_CACHE, then ~/.cache/imlca
 
     def __post_init__(self) -> None:
         choose(self.benchmark, "benchmark", BENCHMARKS)
         require(self.image_size >= 8, "image_size", f"must be >= 8 (got {self.image_size})")
         require(0 < self.crop_scale_min <= 1, "crop_scale_min", f"must be in (0, 1] (got {self.crop_scale_min})")
+        choose(self.eval_interpolation, "eval_interpolation", INTERPOLATIONS)
+        require(self.eval_resize_ratio is None or self.eval_resize_ratio >= 1, "eval_resize_ratio",
+                f"must be >= 1 (the centre crop needs the resized image at least image_size) or null "
+                f"(got {self.eval_resize_ratio})")
         for key in ("train_per_class", "test_per_class"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be >= 1 or null (got {value})")
+        require(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1) (got {self.val_fraction})")
         if self.task_sizes is not None:
             require(len(self.task_sizes) > 0 and min(self.task_sizes) >= 1, "task_sizes",
                      f"must be a non-empty list of positive class counts (got {self.task_sizes})")
-        require(self.num_workers >= 0, "num_workers", f"must be >= 0 (got {self.num_workers})")
+        require(self.num_workers is None or self.num_workers >= 0, "num_workers",
+                f"must be >= 0 or null (got {self.num_workers})")
+        choose(self.pipeline, "pipeline", PIPELINES)
 
 
 @dataclass
@@ -89,7 +105,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     min_lr: float = 1e-6  # cosine schedule end
     device: str = "auto"  # auto: cuda when present
-    precision: str = "fp32"  # bf16 autocast on CUDA
+    precision: str = "fp32"  # bf16: autocast of the training forward/backward on CUDA (statistics, evaluation: fp32)
+    channels_last: bool = False  # NHWC model and batches (faster convolutions on GPUs; CNN backbones)
+    compile: bool = False  # torch.compile the backbone (in place: its state_dict keys stay the same)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
@@ -123,6 +141,7 @@ class AlignConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 5e-3
+    ca_lr: float | None = None  # IM+CA's lr (the authors: 1e-2); None: align.lr, which keeps older configs' numbers
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ridge: float = 1e-4  # Σ_c + ridge·I
@@ -136,6 +155,7 @@ class AlignConfig:
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(self.ca_lr is None or self.ca_lr > 0, "ca_lr", f"must be > 0 or null (got {self.ca_lr})")
         require(self.ridge >= 0, "ridge", f"must be >= 0 (got {self.ridge})")
 
     @property
@@ -175,10 +195,17 @@ class RobustnessConfig:
 class ResourcesConfig:
     num_cpus: float = 1.0  # per TaskWorker; torch threads follow it
     num_gpus: float = 0.0  # per TaskWorker; fractional shares a GPU between workers
+    memory_gb: float = 0.0  # host RAM per TaskWorker that Ray reserves (GiB; 0: none), so trials fit their node
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, "num_cpus", f"must be > 0 (got {self.num_cpus})")
         require(self.num_gpus >= 0, "num_gpus", f"must be >= 0 (got {self.num_gpus})")
+        require(self.memory_gb >= 0, "memory_gb", f"must be >= 0 (got {self.memory_gb})")
+
+    def ray_resources(self) -> dict[str, float]:
+        """What one TaskWorker holds, in Ray's resource names (memory in bytes)."""
+        wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": int(self.memory_gb * 2**30)}
+        return {name: amount for name, amount in wanted.items() if amount}
 
 
 @dataclass
@@ -219,7 +246,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 # keys that change where or how a run executes, not what it computes
-NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers", "train.device")
+NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers",
+                      "data.cache_dir", "train.device", "train.channels_last", "train.compile")
 
 
 def fingerprint(cfg: ExperimentConfig) -> str:

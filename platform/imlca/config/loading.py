@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -56,6 +57,22 @@ def config_path(name: str | Path, folder: str | Path = ".") -> Path:
         return local
     bundled = BUNDLED_DIR.joinpath(*(parts[1:] if parts[0] == "sweeps" and len(parts) > 1 else parts))
     return bundled if bundled.is_file() else local
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus YAML 1.2's float rule: `3e-3` and `1E5` are floats (YAML 1.1 reads them as
+    strings, since its floats need a dot). Appended after the built-in rules, so ints and 1.1 floats are unchanged."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """YAML text → Python values, with YAML 1.2 floats (every config, override and sweep file goes through here)."""
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 def _is_instance(value: Any, hint: Any) -> bool:
@@ -145,7 +162,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(text, "an override is written key=value, e.g. --set lora.rank=16")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -157,7 +174,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigFileError(str(path), "file not found; pass the path of a YAML config or a bundled name such as "
                                          "tiny.yaml (imlca.config.bundled_names() lists them)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -8,11 +8,16 @@ space:                        # one entry per dotted config key
   lora.rank: {choice: [4, 8]}
   merge.alpha: {uniform: [0.5, 1.5]}
   train.lr: {loguniform: [1.0e-3, 1.0e-1]}
+align_space:                  # align.* keys expanded inside each trial: one fine-tuning, every value aligned
+  align.lam: {grid: [0.0, 0.1, 1.0]}
 ```
+With `align_space` (or `trajectory_cache`), trials take the backbone trajectory from a cache shared by the sweep
+(`trajectory_cache`, default `<storage_path>/trajectories`; a folder or s3://...) and compute it only when missing.
 Every value a trial can take is checked against the experiment schema before anything starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,11 @@ class SweepConfig:
     name: str | None = None  # default: the sweep file's stem
     set: dict[str, Any] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    align_space: dict[str, dict[str, Any]] = field(default_factory=dict)  # grids of align.* keys, inside trials
+    trajectory_cache: str | None = None  # folder or object-store URI; None: <storage_path>/trajectories if needed
+    confirm_space: dict[str, dict[str, Any]] = field(default_factory=dict)  # after the search: the best
+    # configuration again over these grids (e.g. seeds), as a second sweep `<name>-confirm`
+    confirm_per: list[str] = field(default_factory=list)  # space keys: the best of each of their values confirmed
     num_samples: int = 1  # repeats of the grid; random draws for choice/uniform/loguniform/randint
     search: str = "basic"
     metric: str = "avg_acc"  # running Ā of the run's method, reported after every task
@@ -48,7 +58,9 @@ class SweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     max_concurrent_trials: int = 2
     max_failures: int = 2  # retries of a failed trial (from its last task checkpoint)
-    storage_path: str = "ray_results"
+    # Trial checkpoints and Tune state: s3://bucket/prefix, gs://..., or a folder (one node, or a shared mount);
+    # unset: $IMLCA_STORAGE, then ./ray_results (see orchestration/storage.py)
+    storage_path: str | None = None
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 1, "num_samples", f"must be >= 1 (got {self.num_samples})")
@@ -60,6 +72,34 @@ class SweepConfig:
                 f"must be >= 1 (got {self.max_concurrent_trials})")
         for key, spec in self.space.items():
             _check_distribution(key, spec)
+        for key, spec in self.confirm_space.items():
+            _check_distribution(key, spec)
+            require(next(iter(spec)) == "grid", f"confirm_space.{key}", "must be a grid, e.g. {grid: [1993, 1994]}")
+        for key in self.confirm_per:
+            require(key in self.space and bool(self.confirm_space), f"confirm_per.{key}",
+                    "must be a key of space, with a confirm_space")
+        for key, spec in self.align_space.items():
+            _check_distribution(key, spec)
+            require(key.startswith("align.") and next(iter(spec)) == "grid", f"align_space.{key}",
+                    "only grids of align.* keys can be expanded inside a trial (they leave the backbone trajectory "
+                    "unchanged); move it to space")
+
+    @property
+    def cached(self) -> bool:
+        """Trials take their trajectory from the cache (and align every align_space value on it)."""
+        return bool(self.align_space) or self.trajectory_cache is not None
+
+    def cache_location(self, storage_root: str) -> str:
+        """An object-store URI as given; a folder made absolute here (trials run in folders of their own).
+        `storage_root`: the sweep's resolved storage (orchestration.storage.storage_root)."""
+        location = self.trajectory_cache or f"{storage_root.rstrip('/')}/trajectories"
+        return location if "://" in location else str(Path(location).resolve())
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Every combination of the align_space grids ([{}] without one)."""
+        keys = list(self.align_space)
+        grids = [self.align_space[k]["grid"] for k in keys]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*grids)]
 
 
 def _check_distribution(key: str, spec: dict) -> None:
@@ -88,8 +128,25 @@ class Sweep:
         """Build the experiment config for every listed value (grid points combined) so bad input fails now."""
         keys = list(self.cfg.space)
         grids = [candidate_values(self.cfg.space[k]) for k in keys]
-        for combo in itertools.islice(itertools.product(*grids), 512):
-            from_dict(ExperimentConfig, merge_trees(self.base_tree, dict(zip(keys, combo))))
+        combos = itertools.product(itertools.product(*grids), self.cfg.variants())
+        for combo, variant in itertools.islice(combos, 512):
+            cfg = from_dict(ExperimentConfig, merge_trees(self.base_tree, {**dict(zip(keys, combo)), **variant}))
+            require(not self.cfg.metric.startswith("val_") or (self.cfg.cached and cfg.data.val_fraction > 0),
+                    "metric", f"{self.cfg.metric} needs a validation split and the trajectory cache: set "
+                    "data.val_fraction > 0 and align_space or trajectory_cache")
+            require(not (self.cfg.cached and cfg.robustness.enabled), "robustness", "a cached trajectory holds "
+                    "features, not images; run robustness without align_space / trajectory_cache")
+
+
+def confirmation(sweep: Sweep, best: dict[str, Any], name: str, storage_root: str) -> Sweep:
+    """The sweep that runs the `best` settings (dotted keys) over `confirm_space`: a grid, no search, no align_space,
+    the same trajectory cache (the searched trajectory is not trained again)."""
+    cfg = dataclasses.replace(sweep.cfg, space=sweep.cfg.confirm_space, align_space={}, confirm_space={},
+                              confirm_per=[], search="basic", num_samples=1,
+                              trajectory_cache=sweep.cfg.cache_location(storage_root) if sweep.cfg.cached else None)
+    confirm = Sweep(cfg, name, merge_trees(sweep.base_tree, best))
+    confirm.validate()
+    return confirm
 
 
 def load_sweep(path: str | Path) -> Sweep:

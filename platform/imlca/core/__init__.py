@@ -14,6 +14,7 @@ from imlca.core.merging import (
 from imlca.core.metrics import (
     average_incremental_accuracy,
     forgetting,
+    forgetting_authors,
     last_accuracy,
     summary,
     task_accuracies,
@@ -25,6 +26,7 @@ __all__ = [
     "apply_task_vector",
     "average_incremental_accuracy",
     "forgetting",
+    "forgetting_authors",
     "incremental_merge",
     "last_accuracy",
     "lca_loss",

@@ -17,11 +17,8 @@ def _class_sums(values: Tensor, cls: Tensor, k: int) -> Tensor:
     return values.new_zeros(k).index_add(0, cls, values)  # [B] -> [K], summed per present class
 
 
-def lca_loss(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor, lam: float) -> Tensor:
-    """The LCA loss of DESIGN §1 step 4; with lam == 0 the plain mean cross-entropy (classifier alignment)."""
-    if lam == 0:
-        return F.cross_entropy(logits, targets)
-    ce = F.cross_entropy(logits, targets, reduction="none")  # ℓ [B]
+def _class_terms(ce: Tensor, targets: Tensor, features: Tensor, class_means: Tensor) -> tuple[Tensor, Tensor]:
+    """Per present class: term 1 (mean ℓ over the local region S) and term 2 (mean |ℓ_j − ℓ_k| over S), [K] each."""
     present, cls = torch.unique(targets, return_inverse=True)  # [K], [B] index of each sample's class
     k = present.shape[0]
     inside = _nearest_mean(features, class_means) == targets  # [B]: sample lies in its class's local region
@@ -33,8 +30,31 @@ def lca_loss(logits: Tensor, targets: Tensor, features: Tensor, class_means: Ten
     pairs = inside[:, None] & inside[None, :] & (cls[:, None] == cls[None, :])  # [B, B]
     spread = ((ce[:, None] - ce[None, :]).abs() * pairs).sum(dim=1)  # [B]
     n_pairs = (n_inside * (n_inside - 1)).clamp(min=1)  # [K]; |S| < 2 has no pair and a zero sum
-    term2 = _class_sums(spread, cls, k) / n_pairs  # [K]
-    return (term1 + lam * term2).sum() / k
+    return term1, _class_sums(spread, cls, k) / n_pairs
+
+
+def lca_loss_terms(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor,
+                   lam: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, cross-entropy term, local-robustness term): the loss optimised (DESIGN §1 step 4; with lam == 0 the
+    plain mean cross-entropy, classifier alignment) and its two terms averaged over the present classes, detached.
+
+    The terms are computed for every λ (for λ = 0 without a gradient), so CA and LCA runs log the same quantities.
+    """
+    ce = F.cross_entropy(logits, targets, reduction="none")  # ℓ [B]
+    if lam == 0:
+        with torch.no_grad():
+            term1, term2 = _class_terms(ce.detach(), targets, features, class_means)
+        return F.cross_entropy(logits, targets), term1.mean(), term2.mean()
+    term1, term2 = _class_terms(ce, targets, features, class_means)
+    loss = (term1 + lam * term2).sum() / term1.shape[0]
+    return loss, term1.detach().mean(), term2.detach().mean()
+
+
+def lca_loss(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor, lam: float) -> Tensor:
+    """The LCA loss of DESIGN §1 step 4; with lam == 0 the plain mean cross-entropy (classifier alignment)."""
+    if lam == 0:
+        return F.cross_entropy(logits, targets)
+    return lca_loss_terms(logits, targets, features, class_means, lam)[0]
 
 
 def _sgd(param: Tensor, lr: float, momentum: float, weight_decay: float, epochs: int):
@@ -54,10 +74,11 @@ def align_heads(
     momentum: float,
     weight_decay: float,
     generator: torch.Generator,
-) -> tuple[Tensor, list[float]]:
+) -> tuple[Tensor, dict[str, list[float]]]:
     """Align the concatenated head matrix (row c = class at position c) on Gaussian samples of every class.
 
-    Returns the new weight (same dtype and device, the input untouched) and the mean batch loss of each epoch.
+    Returns the new weight (same dtype and device, the input untouched) and, per epoch, the mean over batches of
+    the loss (`loss`) and of its two terms (`ce`, `spread`; see `lca_loss_terms`).
     """
     if weight.dim() != 2 or weight.shape[0] != len(classes):
         raise ValueError(f"weight {tuple(weight.shape)} must be [C, D] with C = len(classes) = {len(classes)}")
@@ -68,18 +89,20 @@ def align_heads(
     means = bank.means(classes).to(device)  # [C, D]
     param = weight.detach().to(torch.float32, copy=True).requires_grad_(True)  # [C, D]
     optimizer, schedule = _sgd(param, lr, momentum, weight_decay, epochs)
-    epoch_losses = []
+    history: dict[str, list[float]] = {"loss": [], "ce": [], "spread": []}
     for _ in range(epochs):
         order = torch.randperm(features.shape[0], generator=generator).to(device)
-        losses = []
+        batches: dict[str, list[float]] = {name: [] for name in history}
         for start in range(0, order.shape[0], batch_size):
             idx = order[start : start + batch_size]
             z, y = features[idx], targets[idx]  # [b, D], [b]
-            loss = lca_loss(z @ param.T, y, z, means, lam)
+            loss, ce, spread = lca_loss_terms(z @ param.T, y, z, means, lam)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            for name, value in zip(history, (loss, ce, spread)):
+                batches[name].append(value.item())
         schedule.step()
-        epoch_losses.append(sum(losses) / len(losses))
-    return param.detach().to(weight.dtype), epoch_losses
+        for name, values in batches.items():
+            history[name].append(sum(values) / len(values))
+    return param.detach().to(weight.dtype), history

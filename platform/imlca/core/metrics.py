@@ -45,17 +45,29 @@ def last_accuracy(acc: AccuracyMatrix) -> float:
 
 
 def forgetting(acc: AccuracyMatrix) -> float:
-    """mean over j < T of (max_{j≤t<T} a[t][j] − a[T][j]); 0.0 after a single task."""
-    rows = _rows(acc)
+    """This platform's: mean over j < T of (max_{j≤t<T} a[t][j] − a[T][j]), the drop from the best accuracy a task
+    had before the last one (negative where a task ends better than it ever was); 0.0 after a single task."""
+    return _mean_drop(_rows(acc), include_last=False)
+
+
+def forgetting_authors(acc: AccuracyMatrix) -> float:
+    """The authors' (`compute_metrics` in their helper.py, "FFM"): mean over j < T of (max_{j≤t≤T} a[t][j] − a[T][j]);
+    the maximum includes the last row, so no task counts below 0. 0.0 after a single task."""
+    return _mean_drop(_rows(acc), include_last=True)
+
+
+def _mean_drop(rows: list[list[float]], include_last: bool) -> float:
     last = len(rows) - 1
     if last == 0:
         return 0.0
-    drops = [max(rows[t][j] for t in range(j, last)) - rows[last][j] for j in range(last)]
+    end = last + 1 if include_last else last
+    drops = [max(rows[t][j] for t in range(j, end)) - rows[last][j] for j in range(last)]
     return sum(drops) / len(drops)
 
 
 def summary(acc: AccuracyMatrix) -> dict[str, float]:
-    return {"avg_acc": average_incremental_accuracy(acc), "last_acc": last_accuracy(acc), "forgetting": forgetting(acc)}
+    return {"avg_acc": average_incremental_accuracy(acc), "last_acc": last_accuracy(acc), "forgetting": forgetting(acc),
+            "forgetting_authors": forgetting_authors(acc)}
 
 
 def task_accuracies(predictions: Tensor, targets: Tensor, task_bounds: list[tuple[int, int]]) -> list[float]:

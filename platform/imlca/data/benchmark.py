@@ -7,7 +7,7 @@ import numpy as np
 
 from imlca.config import DataConfig
 from imlca.data.base import ImageSet, View, first_per_class
-from imlca.data.splits import IncrementalSplit, class_order
+from imlca.data.splits import IncrementalSplit, class_order, validation_split
 from imlca.errors import ConfigError, DataError
 from imlca.registries import BENCHMARKS, BenchmarkSpec, resolve
 
@@ -29,14 +29,17 @@ class Benchmark:
     train: ImageSet
     test: ImageSet
     split: IncrementalSplit
+    val: ImageSet | None = None  # carved from train when data.val_fraction > 0
 
     @property
     def num_classes(self) -> int:
         return len(self.split.order)
 
     def view(self, part: str, tasks: range | list[int], transform) -> View:
-        """Samples of `tasks` from the `train` or `test` part, labelled with class-order positions."""
-        images: ImageSet = getattr(self, part)
+        """Samples of `tasks` from the `train`, `val` or `test` part, labelled with class-order positions."""
+        images: ImageSet | None = getattr(self, part)
+        if images is None:
+            raise ValueError(f"this benchmark has no '{part}' part (set data.val_fraction > 0 for one)")
         idx = np.concatenate([self.split.task_indices(images.labels, t) for t in tasks])
         idx.sort()
         return View(images, idx, self.split.positions(images.labels[idx]), transform)
@@ -65,4 +68,7 @@ def load_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
     train = _Subset(train, first_per_class(train.labels, cfg.train_per_class))
     test = _Subset(test, first_per_class(test.labels, cfg.test_per_class))
     split = IncrementalSplit(class_order(num_classes, seed), _task_sizes(spec, cfg, num_classes))
-    return Benchmark(spec, train, test, split)
+    if cfg.val_fraction == 0:
+        return Benchmark(spec, train, test, split)
+    keep, held_out = validation_split(train.labels, cfg.val_fraction, seed)
+    return Benchmark(spec, _Subset(train, keep), test, split, _Subset(train, held_out))

@@ -47,3 +47,17 @@ class IncrementalSplit:
         lo, hi = self.task_range(task)
         pos = self.positions(labels)
         return np.flatnonzero((pos >= lo) & (pos < hi))
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of `labels`: per class, a seeded round(fraction · n_c) of the samples (at least
+    one, and at least one left to train on) go to validation. Both index arrays are sorted (dataset order)."""
+    labels = np.asarray(labels)
+    val = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        n_val = min(max(1, round(fraction * len(members))), len(members) - 1)
+        rng = np.random.default_rng([seed, int(cls)])  # one stream per class: a class's split ignores the others
+        val.append(members[rng.permutation(len(members))[:n_val]])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx

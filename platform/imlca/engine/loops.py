@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from imlca.config import TrainConfig
+from imlca.errors import DivergenceError
 from imlca.models.model import IncrementalModel
 
 
@@ -24,7 +26,8 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
     """Train LoRA (+LN) and the new head with cross-entropy over the new head only (labels − offset).
 
     SGD + momentum, cosine from lr to min_lr stepped per epoch. The backbone stays in eval mode (frozen BatchNorm
-    statistics). Returns the mean loss of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends.
+    statistics). Returns the mean loss of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends; a
+    non-finite one raises DivergenceError naming the epoch.
     """
     params = model.trainable_parameters() + [head]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -32,7 +35,7 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
     model.freeze_statistics()
     losses = []
     for epoch in range(cfg.epochs):
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
         for images, targets in loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with autocast(device, cfg.precision):
@@ -41,22 +44,38 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count = total + loss.item() * len(targets), count + len(targets)
+            total, count = total + loss.detach().double() * len(targets), count + len(targets)
         schedule.step()
-        losses.append(total / max(count, 1))
+        mean = total.item() / max(count, 1)  # one read per epoch; a NaN or inf of any step propagates into it
+        if not math.isfinite(mean):
+            raise DivergenceError(f"the training loss is {mean}", diverging_lr_fix(cfg), epoch=epoch + 1)
+        losses.append(mean)
         if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
+            on_epoch(epoch, mean)
     return losses
 
 
+def diverging_lr_fix(cfg: TrainConfig) -> str:
+    return f"lower train.lr (now {cfg.lr:g}), e.g. --set train.lr={cfg.lr / 10:g}"
+
+
+def require_finite(tensors: list[torch.Tensor], what: str, cfg: TrainConfig, task: int,
+                   epoch: int | None = None) -> None:
+    """Stop with DivergenceError where a NaN or inf first appears, before it reaches the merge or the bank."""
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise DivergenceError(what, diverging_lr_fix(cfg), task, epoch)
+
+
 @torch.no_grad()
-def extract_features(model: IncrementalModel, loader: DataLoader, device: torch.device,
-                     precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """→ features float32 [N, D] and targets int64 [N], on the CPU, in loader order."""
+def extract_features(model: IncrementalModel, loader: DataLoader,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """→ features float32 [N, D] and targets int64 [N], on the CPU, in loader order.
+
+    Always fp32, whatever train.precision says: the statistics and the evaluation are computed in fp32 by the
+    authors, and bf16 would round the features that the Gaussian bank and the accuracies are made of."""
     model.freeze_statistics()
     feats, labels = [], []
     for images, targets in loader:
-        with autocast(device, precision):
-            feats.append(model.features(images.to(device, non_blocking=True)).float().cpu())
+        feats.append(model.features(images.to(device, non_blocking=True)).float().cpu())
         labels.append(targets)
     return torch.cat(feats), torch.cat(labels)

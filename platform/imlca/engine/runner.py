@@ -15,11 +15,12 @@ from imlca.config import ExperimentConfig
 from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
+from imlca.data.cached_loader import CachedBenchmark, loader_workers, open_caches
 from imlca.data.transforms import build_transform
-from imlca.engine.loops import autocast, extract_features, train_task
+from imlca.engine.loops import extract_features, require_finite, train_task
 from imlca.engine.seeding import derive_seed, generator
 from imlca.engine.task_output import TaskOutput
-from imlca.errors import ResourceError
+from imlca.errors import DivergenceError, ResourceError
 from imlca.models.backbone import read_checkpoint
 from imlca.models.heads import init_head
 from imlca.models.lora import scaling
@@ -41,6 +42,8 @@ def preflight(cfg: ExperimentConfig) -> None:
     benchmark = load_benchmark(cfg.data, cfg.seed)
     benchmark.train.verify()
     benchmark.test.verify()
+    if cfg.data.pipeline == "cached":  # decodes every image once: a truncated file is refused here, not mid-run
+        open_caches(cfg, benchmark)
     if cfg.model.checkpoint is not None:
         read_checkpoint(cfg.model.checkpoint)
 
@@ -58,6 +61,12 @@ class TaskRunner:
         mean, std = (self.model.backbone.pretrained_cfg.get(k, (0.5,) * 3) for k in ("mean", "std"))
         self.train_tf = build_transform(cfg.data, True, mean, std)
         self.test_tf = build_transform(cfg.data, False, mean, std)
+        self.cached = CachedBenchmark(cfg, self.benchmark, self.device, mean, std) \
+            if cfg.data.pipeline == "cached" else None
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if cfg.train.compile:
+            self.model.backbone.compile()  # in place: parameter names (and the merge spaces' keys) stay the same
 
     @property
     def num_tasks(self) -> int:
@@ -68,9 +77,11 @@ class TaskRunner:
 
     def _loader(self, part: str, tasks, transform, shuffle_seed: int | None = None) -> DataLoader:
         batch = self.cfg.train.batch_size if shuffle_seed is not None else self.cfg.eval.batch_size
+        if self.cached is not None:
+            return self.cached.loader(part, tasks, transform is self.train_tf, batch, shuffle_seed)
         gen = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
         return DataLoader(self.benchmark.view(part, tasks, transform), batch_size=batch,
-                          shuffle=shuffle_seed is not None, generator=gen, num_workers=self.cfg.data.num_workers,
+                          shuffle=shuffle_seed is not None, generator=gen, num_workers=loader_workers(self.cfg),
                           pin_memory=self.device.type == "cuda")
 
     def train(self, task: int, merged: Tensors) -> TaskOutput:
@@ -81,19 +92,25 @@ class TaskRunner:
         torch.manual_seed(derive_seed(cfg.seed, "augment", task))  # the transforms draw from the global RNG
         loader = self._loader("train", [task], self.train_tf, shuffle_seed=derive_seed(cfg.seed, "shuffle", task))
         hear = None if self.on_epoch is None else lambda epoch, loss: self.on_epoch(task, epoch, loss)
-        losses = train_task(self.model, head, loader, lo, cfg.train, self.device, hear)
-        feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device,
-                                          cfg.train.precision)
+        try:
+            losses = train_task(self.model, head, loader, lo, cfg.train, self.device, hear)
+        except DivergenceError as err:
+            raise err.at_task(task) from None
+        adapter = {k: v.detach().cpu() for k, v in self.space.read(self.model).items()}
+        require_finite([head.detach(), *adapter.values()], "the trained adapter or head holds NaN or inf",
+                       cfg.train, task, cfg.train.epochs)
+        feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device)
+        require_finite([feats], "the features of the new classes' Gaussian statistics are not finite", cfg.train,
+                       task)
         bank = GaussianBank(self.model.dim, cfg.align.ridge)
         bank.update(feats.double(), targets)
-        adapter = {k: v.detach().cpu() for k, v in self.space.read(self.model).items()}
         return TaskOutput(task, adapter, head.detach().cpu().clone(), bank.state_dict(), losses)
 
     def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
         """a[task][j] for j ≤ task, per method: argmax over all seen classes of the method's heads."""
         self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
         feats, targets = extract_features(self.model, self._loader("test", range(task + 1), self.test_tf),
-                                          self.device, self.cfg.train.precision)
+                                          self.device)
         bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
         rows = {}
         for method, weights in heads.items():
@@ -109,10 +126,8 @@ class TaskRunner:
 
         def predictor(weights: list[torch.Tensor]):
             @torch.no_grad()
-            def predict_images(images: torch.Tensor) -> torch.Tensor:
-                with autocast(self.device, self.cfg.train.precision):
-                    feats = self.model.features(images.to(self.device))
-                return predict(feats.float(), weights).cpu()
+            def predict_images(images: torch.Tensor) -> torch.Tensor:  # fp32, as the evaluation
+                return predict(self.model.features(images.to(self.device)), weights).cpu()
             return predict_images
 
         predictors = {m: predictor(ws) for m, ws in heads.items()}

@@ -25,6 +25,13 @@ from imlca.engine.task_output import TaskOutput
 from imlca.registries import MERGE_RULES, METHODS
 
 Tensors = dict[str, torch.Tensor]
+ALIGN_TERMS = {"loss": "align_loss", "ce": "align_ce", "spread": "align_spread"}  # align_heads key → report key
+
+
+def align_lr(cfg: ExperimentConfig, method: str) -> float:
+    """CA may have its own lr (the authors: 1e-2 for CA, 5e-3 for LCA)."""
+    ca_lr = cfg.align.ca_lr
+    return ca_lr if method == "im_ca" and ca_lr is not None else cfg.align.lr
 
 
 class MergeState:
@@ -35,7 +42,8 @@ class MergeState:
         self.bank = GaussianBank(dim, cfg.align.ridge)
         self.heads: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}
         self.acc: dict[str, list[list[float]]] = {m: [] for m in self.methods}
-        self.align_loss: dict[str, list[float]] = {m: [] for m in self.methods}  # last-epoch loss per task
+        # last-epoch alignment loss and its two terms per task: method → "loss" | "ce" | "spread" → [task]
+        self.align_loss: dict[str, dict[str, list[float]]] = {m: {k: [] for k in ALIGN_TERMS} for m in self.methods}
         self.train_loss: list[float] = []
         self.tasks_merged = 0  # tasks whose output is in merged/bank/heads
 
@@ -61,20 +69,22 @@ class MergeState:
         self.train_loss.append(out.losses[-1])
         for method in self.methods:
             self.heads[method].append(out.head.detach().cpu().clone())
-            self.align_loss[method].append(self._align(method, out.task))
+            for term, value in self._align(method, out.task).items():
+                self.align_loss[method][term].append(value)
 
-    def _align(self, method: str, task: int) -> float:
-        """Re-fit all seen heads of `method` on samples of the bank; NaN where nothing is aligned."""
+    def _align(self, method: str, task: int) -> dict[str, float]:
+        """Re-fit all seen heads of `method` on samples of the bank → the last epoch's loss and terms (NaN where
+        nothing is aligned)."""
         lam = METHODS[method].lam(self.cfg.align.lam)
         if lam is None or task == 0:
-            return float("nan")
+            return {term: float("nan") for term in ALIGN_TERMS}
         heads, a = self.heads[method], self.cfg.align
         classes = list(range(sum(len(h) for h in heads)))
-        weight, losses = align_heads(torch.cat(heads), self.bank, classes, lam, a.samples_per_class,
-                                     a.epochs, a.batch_size, a.lr, a.momentum, a.weight_decay,
-                                     generator(self.cfg.seed, "align", task))
+        weight, history = align_heads(torch.cat(heads), self.bank, classes, lam, a.samples_per_class,
+                                      a.epochs, a.batch_size, align_lr(self.cfg, method), a.momentum,
+                                      a.weight_decay, generator(self.cfg.seed, "align", task))
         self.heads[method] = list(weight.split([len(h) for h in heads]))
-        return losses[-1]
+        return {term: history[term][-1] for term in ALIGN_TERMS}
 
     def record(self, task: int, rows: dict[str, list[float]]) -> dict:
         """Store accuracy row `task` of every method (once) and return the task's report."""
@@ -89,7 +99,7 @@ class MergeState:
         for method in self.methods:
             row = self.acc[method][task]
             metrics = {"A_t": sum(row) / len(row), **summary(self.acc[method][: task + 1]),
-                       "align_loss": self.align_loss[method][task]}
+                       **{key: self.align_loss[method][term][task] for term, key in ALIGN_TERMS.items()}}
             metrics.update({f"acc_{j}": value for j, value in enumerate(row)})
             out.update({f"{method}/{k}": v for k, v in metrics.items()})
             if method == self.cfg.align.method:

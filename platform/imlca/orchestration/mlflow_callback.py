@@ -15,6 +15,7 @@ from ray import tune
 from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
 from imlca.engine.export import export_run_folder
+from imlca.orchestration.storage import join, read_text, write_text
 from imlca.orchestration.tune_sweep import trial_config
 from imlca.tracking.outputs import finish_sweep, log_run_outputs, system_metrics
 from imlca.tracking.runs import log_dataset, run_tags, trial_name
@@ -23,8 +24,9 @@ from imlca.tracking.store import TRIAL_TAG, Tracker
 
 def run_metrics(result: dict) -> dict:
     """Our report's numbers out of a Tune result (which also holds Tune's own bookkeeping)."""
-    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "align_loss", "train_loss")
-    return {k: v for k, v in result.items() if k in ours or "/" in k or k.startswith("acc_")}
+    ours = ("A_t", "avg_acc", "last_acc", "forgetting", "forgetting_authors", "align_loss", "align_ce", "align_spread",
+            "train_loss", "trajectory_cached")
+    return {k: v for k, v in result.items() if k in ours or "/" in k or k.startswith(("acc_", "val_"))}
 
 
 class MlflowSweepCallback(tune.Callback):
@@ -33,7 +35,8 @@ class MlflowSweepCallback(tune.Callback):
         self.uri, self.experiment, self.sweep_name = uri, experiment, sweep_name
         self.metric, self.mode = metric, mode  # the best trial (its metrics are copied to the parent run)
         self.sweep_params, self.base_tree = sweep_params, base_tree
-        self.state_file = Path(experiment_dir) / "imlca_mlflow.json"
+        self.experiment_dir = experiment_dir
+        self.state_file = join(experiment_dir, "imlca_mlflow.json")  # beside Tune's state, maybe in a bucket
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id → MLflow run id
         self.logged: dict[str, int] = {}  # trial id → last step in MLflow
@@ -50,15 +53,15 @@ class MlflowSweepCallback(tune.Callback):
         return self._tracker
 
     def setup(self, **info) -> None:
-        if self.state_file.is_file():  # a restored sweep: its parent run already exists
-            self.parent_id = json.loads(self.state_file.read_text())["parent_run_id"]
+        saved = read_text(self.state_file)
+        if saved is not None:  # a restored sweep: its parent run already exists
+            self.parent_id = json.loads(saved)["parent_run_id"]
         if self.parent_id is None:
             tags = {k: v for k, v in run_tags(trial_config(self.base_tree, {})).items()
                     if k.startswith("mlflow.source") or k == "git_commit"}
             self.parent_id = self.tracker.start_run(self.sweep_name, self.sweep_params,
                                                     {"imlca.kind": "sweep", **tags})
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(json.dumps({"parent_run_id": self.parent_id}))
+            write_text(self.state_file, json.dumps({"parent_run_id": self.parent_id}))
         self._monitor = system_metrics(self.uri, self.parent_id)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -82,11 +85,36 @@ class MlflowSweepCallback(tune.Callback):
         if step > self.logged.get(trial.trial_id, -1):
             self.tracker.log_metrics(self.runs[trial.trial_id], run_metrics(result), step=step)
             self.logged[trial.trial_id] = step
+        for name, variant in result.get("variants", {}).items():
+            self._log_variant(trial, name, variant, step)
+
+    def _log_variant(self, trial, name: str, variant: dict, step: int) -> None:
+        """A grouped trial's alignment variant (align_space): a run of its own under the sweep, with its params;
+        the trial's own run becomes the group's (best variant so far), which `report` skips."""
+        key = f"{trial.trial_id}/{name}"
+        if key not in self.runs:
+            self.tracker.set_tag(self.runs[trial.trial_id], "imlca.kind", "group")
+            found = self.tracker.find_trial_run(self.parent_id, key)
+            if found is not None:
+                self.logged[key] = self.tracker.last_step(found, "A_t")
+            else:
+                cfg = trial_config(self.base_tree, {**trial.config, **variant["params"]})
+                tags = {**run_tags(cfg), TRIAL_TAG: key, "imlca.kind": "trial", "imlca.group": trial.trial_id}
+                found = self.tracker.start_run(f"{trial} {name}", flatten(cfg), tags, self.parent_id)
+            self.runs[key] = found
+        if step > self.logged.get(key, -1):
+            self.tracker.log_metrics(self.runs[key], run_metrics(variant["metrics"]), step=step)
+            self.logged[key] = step
+
+    def _end_variants(self, trial, status: str) -> None:
+        for key in [k for k in self.runs if k.startswith(f"{trial.trial_id}/")]:
+            self.tracker.end_run(self.runs[key], status)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
+        self._end_variants(trial, "FINISHED")
         if trial.checkpoint is not None:
             cfg = trial_config(self.base_tree, trial.config)
             with trial.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
@@ -97,6 +125,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.runs:
+            self._end_variants(trial, "FAILED")
             self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -104,8 +133,8 @@ class MlflowSweepCallback(tune.Callback):
             return
         if self._monitor is not None:
             self._monitor.finish()
-        page = finish_sweep(self.tracker, self.parent_id, f"imlca sweep {self.sweep_name}", self.state_file.parent,
-                            self.metric, self.mode)
+        page = finish_sweep(self.tracker, self.parent_id, f"imlca sweep {self.sweep_name}", self.metric, self.mode)
         if page is not None:
-            print(f"report: {page}", flush=True)
+            write_text(join(self.experiment_dir, "report.html"), page)
+            print(f"report: {join(self.experiment_dir, 'report.html')}", flush=True)
         self.tracker.end_run(self.parent_id, "FINISHED")

@@ -1,4 +1,4 @@
-"""Ray-side probes for `imlca bench` (its `lora_worker` and `handoff` rows): actors set up and called the way the
+"""Ray-side probes for `imlca bench` (its `lora_worker` row): actors set up and called the way the
 protocol uses them, returning plain seconds and values. The measuring itself lives in imlca/bench."""
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import os
 import time
 
 import ray
-import torch
 
 from imlca.orchestration.actors import TaskWorker
 from imlca.orchestration.cluster import ensure_ray
-from imlca.orchestration.wire import output_to_wire, to_numpy, to_torch
+from imlca.orchestration.wire import output_to_wire, to_torch
 
 
 def _train_in_actor(worker, task: int, merged: dict) -> tuple[float, list[float]]:
@@ -46,43 +45,3 @@ class WorkerProbe:
 
     def close(self) -> None:
         ray.kill(self.worker)
-
-
-class _Sender:
-    def __init__(self, tensors: dict):
-        self.arrays = to_numpy(tensors)
-
-    def send(self) -> dict:
-        return self.arrays
-
-    def send_nothing(self) -> dict:
-        return {}
-
-
-class _Receiver:
-    def receive(self, arrays: dict) -> int:
-        """Takes an adapter in as MergeActor.integrate does (a torch copy out of the read-only shared memory)."""
-        return sum(t.numel() * t.element_size() for t in to_torch(arrays).values())
-
-
-class HandoffProbe:
-    """Two light actors passing an adapter through the object store, as train → integrate does."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], threads: int):
-        ensure_ray(max(2, threads))
-        self.sender = ray.remote(num_cpus=0)(_Sender).remote(tensors)
-        self.receiver = ray.remote(num_cpus=0)(_Receiver).remote()
-        self.arrays = to_numpy(tensors)
-
-    def actor_to_actor(self) -> int:
-        return ray.get(self.receiver.receive.remote(self.sender.send.remote()))
-
-    def empty_calls(self) -> int:
-        return ray.get(self.receiver.receive.remote(self.sender.send_nothing.remote()))
-
-    def put_get_copy(self) -> dict:
-        return to_torch(ray.get(ray.put(self.arrays)))
-
-    def close(self) -> None:
-        for actor in (self.sender, self.receiver):
-            ray.kill(actor)

@@ -51,7 +51,8 @@ class RayStep:
         if checkpoint_dir is None:  # the MergeActor always checkpoints: a restart must find its state
             checkpoint_dir = self.scratch = Path(tempfile.mkdtemp(prefix="imlca-run-"))
         tree, r = to_dict(cfg), cfg.resources
-        self.worker = TaskWorker.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, **RETRIES).remote(
+        self.worker = TaskWorker.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                                         memory=r.ray_resources().get("memory"), **RETRIES).remote(
             tree, max(1, math.floor(r.num_cpus)))
         theta0, dim, self.num_tasks = ray.get(self.worker.setup.remote())
         self.merger = MergeActor.options(num_cpus=0, scheduling_strategy=_same_node_strategy(), **RETRIES).remote(

@@ -2,6 +2,10 @@
 
 The trainable reserves no resources itself (empty first bundle); its TaskWorker gets the second bundle
 (`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
+
+A diverged trial records its DivergenceError in its trial folder so that a retry can re-raise it instead of training
+(Tune 2.x retries every failure alike; FailureConfig cannot tell errors apart). Measured: the first retry still
+trains (it does not find the record yet), the second re-raises it; see tests/test_divergence.py.
 """
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from ray.tune.schedulers import ASHAScheduler
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
-from imlca.errors import UserError
+from imlca.errors import DivergenceError, UserError
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
+from imlca.orchestration.tune_cached import cached_trainable
 from imlca.config.sweep import SchedulerConfig, Sweep
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
@@ -64,6 +69,7 @@ def no_scheduler(cfg: SchedulerConfig):
 def asha_scheduler(cfg: SchedulerConfig):
     return ASHAScheduler(time_attr="training_iteration", grace_period=cfg.grace_period,
                          reduction_factor=cfg.reduction_factor)
+from imlca.orchestration.storage import folders, join, storage_root
 
 
 
@@ -78,6 +84,11 @@ class ProgressCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """After a diverged trial's restart, no further retries (the restart itself is still Tune's)."""
+        if isinstance(getattr(trial.get_pickled_error(), "cause", None), DivergenceError):
+            trial.max_failures = 0
+
 
 def param_space(sweep: Sweep) -> dict:
     """Dotted config keys → Tune domains."""
@@ -89,15 +100,22 @@ def trial_config(base_tree: dict, params: dict) -> ExperimentConfig:
     return from_dict(ExperimentConfig, merge_trees(base_tree, params))
 
 
+DIVERGED = "diverged.json"  # in the trial's folder: the DivergenceError that ended it
+
+
 def trainable(params: dict, base_tree: dict) -> None:
     """One trial: the run, resumed from Tune's checkpoint when the trial is retried or the sweep restored."""
     cfg = trial_config(base_tree, params)
+    record = Path(tune.get_context().get_trial_dir()) / DIVERGED
+    if record.is_file():  # a retry of a diverged trial: the same seeds would diverge again
+        raise DivergenceError(**json.loads(record.read_text()))
     root = Path(tempfile.mkdtemp(prefix="imlca-trial-"))
     restored = tune.get_checkpoint()
     if restored is not None:
         folder = Path(restored.to_directory())
         task = int(json.loads((folder / "meta.json").read_text())["task"])
         shutil.copytree(folder, task_dir(root, task))
+        print(f"trial resumes after task {task} from its checkpoint {restored.path}", flush=True)
 
     def report(metrics: dict) -> None:
         folder = latest_checkpoint(root)
@@ -105,20 +123,22 @@ def trainable(params: dict, base_tree: dict) -> None:
 
     try:
         run_distributed(cfg, on_task=report, checkpoint_dir=root)
+    except DivergenceError as err:
+        record.write_text(json.dumps({"what": err.what, "fix": err.fix, "task": err.task, "epoch": err.epoch}))
+        raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def trial_resources(sweep: Sweep) -> tune.PlacementGroupFactory:
-    r = from_dict(ExperimentConfig, sweep.base_tree).resources
-    worker = {"CPU": r.num_cpus, **({"GPU": r.num_gpus} if r.num_gpus else {})}
+    worker = from_dict(ExperimentConfig, sweep.base_tree).resources.ray_resources()
     return tune.PlacementGroupFactory([{}, worker], strategy="PACK")
 
 
 def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
     cfg = sweep.cfg
     scheduler = SCHEDULERS.load(cfg.scheduler.type)(cfg.scheduler)
-    run = tune.RunConfig(name=sweep.name, storage_path=str(Path(cfg.storage_path).resolve()), callbacks=callbacks,
+    run = tune.RunConfig(name=sweep.name, storage_path=storage_root(cfg.storage_path), callbacks=callbacks,
                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
@@ -129,17 +149,23 @@ def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
 
 
 def wrapped_trainable(sweep: Sweep):
-    return tune.with_resources(tune.with_parameters(trainable, base_tree=sweep.base_tree), trial_resources(sweep))
+    cfg = sweep.cfg
+    if cfg.cached:  # trajectories from the cache; align_space values aligned inside each trial
+        function = tune.with_parameters(cached_trainable, base_tree=sweep.base_tree, variants=cfg.variants(),
+                                        cache_uri=cfg.cache_location(storage_root(cfg.storage_path)), metric=cfg.metric, mode=cfg.mode)
+    else:
+        function = tune.with_parameters(trainable, base_tree=sweep.base_tree)
+    return tune.with_resources(function, trial_resources(sweep))
 
 
-def experiment_path(sweep: Sweep) -> Path:
-    return Path(sweep.cfg.storage_path).resolve() / sweep.name
+def experiment_path(sweep: Sweep) -> str:
+    """The sweep's experiment folder: a local path or a URI in the object store."""
+    return join(storage_root(sweep.cfg.storage_path), sweep.name)
 
 
-def latest_experiment(sweep: Sweep) -> Path | None:
+def latest_experiment(sweep: Sweep) -> str | None:
     """The newest restorable experiment folder of this sweep (`<storage>/<name>-<time>`)."""
-    root = Path(sweep.cfg.storage_path).resolve()
-    found = sorted(p for p in root.glob(f"{sweep.name}-*") if tune.Tuner.can_restore(str(p))) if root.is_dir() else []
+    found = [p for p in folders(storage_root(sweep.cfg.storage_path), f"{sweep.name}-") if tune.Tuner.can_restore(p)]
     return found[-1] if found else None
 
 
@@ -150,7 +176,7 @@ def fit(sweep: Sweep, make_callbacks, resume: bool = False):
     previous = latest_experiment(sweep) if resume else None
     if previous is not None:
         print(f"resuming {previous}", flush=True)
-        tuner = tune.Tuner.restore(str(previous), wrapped_trainable(sweep), resume_unfinished=True,
+        tuner = tune.Tuner.restore(previous, wrapped_trainable(sweep), resume_unfinished=True,
                                    resume_errored=True)
     else:
         sweep.name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"

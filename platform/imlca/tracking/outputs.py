@@ -7,6 +7,7 @@ HTML report, the sweep figures and the best trial's final metrics (`best/<metric
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def system_metrics(uri: str, run_id: str):
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+        # its start/stop INFO lines would sit between a run's own output lines (and before a one-line error)
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         monitor = SystemMetricsMonitor(run_id, sampling_interval=10, samples_before_logging=1, tracking_uri=uri)
         monitor.start()
         return monitor
@@ -56,25 +59,27 @@ def best_record(found: list, metric: str, mode: str):
     return pick(scored, key=lambda r: r.metrics[metric])
 
 
-def finish_sweep(tracker: Tracker, parent_id: str, title: str, out_dir: Path, metric: str = "avg_acc",
-                 mode: str = "max") -> Path | None:
-    """Write `out_dir/report.html` for the sweep's finished trials and log it, the sweep figures and the best
-    trial's final metrics to the parent run. Returns the report's path (None when no trial finished)."""
+def finish_sweep(tracker: Tracker, parent_id: str, title: str, metric: str = "avg_acc",
+                 mode: str = "max") -> str | None:
+    """Log `report.html` for the sweep's finished trials, the sweep figures and the best trial's final metrics to
+    the parent run. Returns the page's HTML (None when no trial finished), for the caller to keep beside the
+    sweep's Tune state (a folder or a bucket)."""
     from imlca.report_pages import build_report, html_page
 
     found = records(tracker, parent_id)
     if not found:
         return None
     report = build_report(title, found)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    page = out_dir / "report.html"
-    page.write_text(html_page(report))
-    tracker.log_artifact(parent_id, str(page))
+    page = html_page(report)
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "report.html").write_text(page)
+        tracker.log_artifact(parent_id, str(Path(tmp) / "report.html"))
+        figures = Path(tmp) / FIGURES
+        figures.mkdir()
         for i, (caption, png) in enumerate(report.figures):
             name = "".join(c if c.isalnum() or c in "._-" else "_" for c in caption)
-            (Path(tmp) / f"{i}_{name}.png").write_bytes(png)
-        tracker.log_artifacts(parent_id, tmp, FIGURES)
+            (figures / f"{i}_{name}.png").write_bytes(png)
+        tracker.log_artifacts(parent_id, str(figures), FIGURES)
     best = best_record(found, metric, mode)
     if best is not None:
         tracker.log_metrics(parent_id, {f"best/{k}": v for k, v in best.metrics.items()}, step=0)

@@ -1,0 +1,77 @@
+"""`end_to_end` and `task_overhead`: what the platform costs around a whole run.
+
+One embedded-size run (the embedded default's model, Lite0 with LoRA r=8 at 64 px, on the synthetic images: 3
+tasks) through the platform, `run_distributed` (a TaskWorker and a MergeActor, a checkpoint after every task,
+actor start-up included; the Ray cluster is up beforehand, as on a warm cluster), against the same computation in
+one process, `run_protocol` without checkpoints (the torch + peft loop with nothing around it), with as many torch
+threads as the TaskWorker holds CPUs. The two are run alternately; the accuracy matrices must agree.
+
+- `end_to_end`: platform run time / in-process run time.
+- `task_overhead`: per task after the first (the first one includes start-up), the platform's extra wall time as
+  a fraction of the in-process task time; the median over tasks. Both rows share one set of runs: whichever runs
+  first measures, the other reuses it.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+
+from imlca.bench.environment import LITE0, experiment_tree
+from imlca.bench.measure import Measurement, Settings, divide
+
+_RUNS: dict[tuple, dict] = {}  # Settings → {"platform": [...], "bare": [...]} measured in this process
+
+
+def embedded_tree(settings: Settings) -> dict:
+    tree = experiment_tree(LITE0, settings.threads)
+    tree["align"] = {"samples_per_class": 128, "epochs": 2}
+    return copy.deepcopy(tree)
+
+
+def measured_runs(settings: Settings) -> dict:
+    key = (settings.quick, settings.threads)
+    if key not in _RUNS:
+        from imlca.orchestration.cluster import ensure_ray  # Ray lives in orchestration/
+        from imlca.orchestration.run_timing import distributed_run, in_process_run
+
+        ensure_ray(max(2, settings.threads))
+        tree, repeats = embedded_tree(settings), 1 if settings.quick else 2
+        runs = {"platform": [], "bare": []}
+        for _ in range(repeats):
+            runs["bare"].append(in_process_run(tree))
+            runs["platform"].append(distributed_run(tree))
+        _RUNS[key] = {"runs": runs, "tree": tree, "repeats": repeats}
+    return _RUNS[key]
+
+
+def _same_results(runs: dict) -> bool:
+    first = runs["bare"][0]["acc"]
+    return all(run["acc"] == first for side in runs.values() for run in side)
+
+
+def bench_end_to_end(settings: Settings) -> Measurement:
+    measured = measured_runs(settings)
+    runs = measured["runs"]
+    timings = {side: statistics.median(r["total"] for r in runs[side]) for side in runs}
+    ratio = divide(timings["platform"], timings["bare"])
+    details = {"tasks": len(runs["bare"][0]["tasks"]), "repeats": measured["repeats"], "config": measured["tree"],
+               "task_seconds": {side: [r["tasks"] for r in runs[side]] for side in runs}}
+    note = (f"Lite0 r=8 at 64 px, {details['tasks']} tasks, {settings.threads} thread(s): run_distributed with "
+            f"checkpoints {timings['platform']:.1f} s vs run_protocol in-process {timings['bare']:.1f} s")
+    return Measurement(ratio, timings, {"platform_vs_in_process": ratio}, {"same_accuracies": _same_results(runs)},
+                       details, note=note)
+
+
+def bench_task_overhead(settings: Settings) -> Measurement:
+    measured = measured_runs(settings)
+    runs = measured["runs"]
+    fractions = []
+    for platform, bare in zip(runs["platform"], runs["bare"]):
+        fractions += [divide(p - b, b) for p, b in zip(platform["tasks"][1:], bare["tasks"][1:])]
+    fraction = statistics.median(fractions)
+    timings = {f"{side}_task_median": statistics.median(t for r in runs[side] for t in r["tasks"][1:])
+               for side in runs}
+    note = (f"tasks 1.. of the end_to_end runs: platform {timings['platform_task_median']:.2f} s vs in-process "
+            f"{timings['bare_task_median']:.2f} s per task (median); the overhead can be negative under noise")
+    return Measurement(fraction, timings, {"per_task_fractions": max(fractions)},
+                       {"same_accuracies": _same_results(runs)}, {"fractions": fractions}, note=note)

@@ -1,0 +1,165 @@
+"""A run's backbone trajectory, and the run replayed from it at the cost of alignment and a matrix product.
+
+Everything a run computes from images depends only on the trajectory keys (`data`, `model`, `lora`, `train`,
+`merge`, `seed`): each task's fine-tuned adapter and new head, the new classes' statistics, the running merged
+adapter and the features of the seen tasks' test (and validation) images on that merged backbone. Alignment
+(`align.*`) only changes heads, so a run with any alignment settings is `replay(cfg, trajectory)`: merge, align and
+score cached features; the same numbers as `run_protocol` with `LocalStep`, bit for bit (tested). Both directions
+are steps of the one protocol loop: `TrajectoryStep` records a trajectory, `ReplayStep` replays one.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from imlca.config import ExperimentConfig
+from imlca.core.metrics import predict, summary, task_accuracies
+from imlca.engine.loops import extract_features
+from imlca.engine.protocol import Callback, Heads, LocalStep, RunResult, run_protocol
+from imlca.engine.state import MergeState
+from imlca.engine.task_output import TaskOutput
+from imlca.errors import ConfigError
+
+Tensors = dict[str, torch.Tensor]
+Features = tuple[torch.Tensor, torch.Tensor]  # features float32 [N, D], targets (class positions) int64 [N]
+
+
+@dataclass
+class TaskStep:
+    """Task t of a trajectory; `features[part]` covers the samples of tasks 0..t on the merged backbone after t."""
+    task: int
+    adapter: Tensors  # the task's fine-tuned adapter (merge space)
+    merged: Tensors  # θ_merged after this task
+    head: torch.Tensor  # [n_t, D] the new head as trained
+    statistics: Tensors  # GaussianBank.state_dict() of the new classes
+    losses: list[float]  # training loss per epoch
+    features: dict[str, Features] = field(default_factory=dict)  # "test" and, with a validation split, "val"
+
+    def output(self) -> TaskOutput:
+        return TaskOutput(self.task, self.adapter, self.head, self.statistics, self.losses)
+
+
+@dataclass
+class Trajectory:
+    theta0: Tensors
+    dim: int
+    bounds: list[tuple[int, int]]  # class positions [lo, hi) of each task
+    steps: list[TaskStep] = field(default_factory=list)
+
+
+def trajectory_only(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config with no alignment: MergeState then merges and stores heads, and aligns nothing."""
+    return dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, method="im", compare=[]))
+
+
+def scores(features: Features, heads: Heads, bounds: list[tuple[int, int]]) -> dict[str, list[float]]:
+    """method → accuracy per seen task (percent): argmax over all seen classes, as `TaskRunner.evaluate`."""
+    feats, targets = features
+    return {method: task_accuracies(predict(feats, weights), targets, bounds) for method, weights in heads.items()}
+
+
+class TrajectoryStep(LocalStep):
+    """`LocalStep` on the trajectory-only config that also keeps what a replay needs (its reports are IM's)."""
+
+    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None):
+        super().__init__(trajectory_only(cfg), None)  # a trajectory is cached whole, not checkpointed per task
+        split = self.runner.benchmark.split
+        self.parts = ["test"] + (["val"] if self.runner.benchmark.val is not None else [])
+        self.trajectory = Trajectory(self.state.theta0, self.runner.model.dim,
+                                     [split.task_range(t) for t in range(split.num_tasks)])
+
+    @torch.no_grad()
+    def features(self, part: str, task: int, merged: Tensors) -> Features:
+        """Features of tasks 0..task's samples on the merged backbone, exactly as `TaskRunner.evaluate` sees them
+        (same transform, batch size and order)."""
+        runner = self.runner
+        runner.space.load(runner.model, {k: v.to(runner.device) for k, v in merged.items()})
+        loader = DataLoader(runner.benchmark.view(part, range(task + 1), runner.test_tf),
+                            batch_size=runner.cfg.eval.batch_size, num_workers=runner.cfg.data.num_workers)
+        return extract_features(runner.model, loader, runner.device)  # fp32 always (issue 12)
+
+    def run_task(self, task: int) -> dict:
+        out = self.runner.train(task, self.state.merged)
+        merged, heads = self.state.integrate(out)
+        features = {part: self.features(part, task, merged) for part in self.parts}
+        self.trajectory.steps.append(TaskStep(task, out.adapter, merged, out.head, out.statistics, out.losses,
+                                              features))
+        return self.state.record(task, scores(features["test"], heads, self.trajectory.bounds[: task + 1]))
+
+
+def compute_trajectory(cfg: ExperimentConfig, on_task: Callback | None = None) -> Trajectory:
+    """Fine-tune every task from the merged adapter, merge, and keep what alignment and scoring need."""
+    made: list[TrajectoryStep] = []
+
+    def step(c: ExperimentConfig, folder: Path | None) -> TrajectoryStep:
+        made.append(TrajectoryStep(c, folder))
+        return made[-1]
+
+    run_protocol(cfg, on_task, step=step)
+    return made[0].trajectory
+
+
+class Replay:
+    """One alignment configuration over a trajectory, task by task; `step` returns the task's report: the test
+    metrics of `MergeState.report`, and with a validation split the same under `val_` (`val_avg_acc`, ...)."""
+
+    def __init__(self, cfg: ExperimentConfig, trajectory: Trajectory):
+        self.cfg, self.trajectory = cfg, trajectory
+        self.state = MergeState(cfg, trajectory.theta0, trajectory.dim)
+        self.val_acc: dict[str, list[list[float]]] = {m: [] for m in self.state.methods}
+
+    def step(self, step: TaskStep) -> dict:
+        merged, heads = self.state.integrate(step.output())
+        bounds = self.trajectory.bounds[: step.task + 1]
+        report = self.state.record(step.task, scores(step.features["test"], heads, bounds))
+        if "val" in step.features:
+            for method, row in scores(step.features["val"], heads, bounds).items():
+                self.val_acc[method].append(row)
+                report.update(self._val_metrics(method, row))
+        return report
+
+    def _val_metrics(self, method: str, row: list[float]) -> dict:
+        metrics = {"A_t": sum(row) / len(row), **summary(self.val_acc[method])}
+        metrics.update({f"acc_{j}": value for j, value in enumerate(row)})
+        out = {f"{method}/val_{k}": v for k, v in metrics.items()}
+        if method == self.cfg.align.method:
+            out.update({f"val_{k}": v for k, v in metrics.items()})
+        return out
+
+
+class ReplayStep:
+    """The protocol's step for a cached trajectory: nothing is trained, so nothing needs a checkpoint."""
+
+    def __init__(self, cfg: ExperimentConfig, trajectory: Trajectory):
+        if cfg.robustness.enabled:
+            raise ConfigError("robustness", "a cached trajectory holds features, not images; run robustness "
+                              "without the trajectory cache")
+        self.replay, self.num_tasks = Replay(cfg, trajectory), len(trajectory.steps)
+
+    def resume(self) -> list[dict]:
+        return []
+
+    def run_task(self, task: int) -> dict:
+        return self.replay.step(self.replay.trajectory.steps[task])
+
+    def robustness(self) -> dict[str, float]:
+        return {}  # refused at construction
+
+    def save(self, task: int) -> None:
+        pass
+
+    def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:
+        state = self.replay.state
+        return state.acc, state.merged, state.heads
+
+    def close(self) -> None:
+        pass
+
+
+def replay(cfg: ExperimentConfig, trajectory: Trajectory, on_task: Callback | None = None) -> RunResult:
+    """The run of `cfg` from its trajectory (which must come from `cfg`'s trajectory keys)."""
+    return run_protocol(cfg, on_task, step=lambda c, _folder: ReplayStep(c, trajectory))

@@ -1,0 +1,35 @@
+"""Wall-clock timing of whole runs, for the `end_to_end` and `task_overhead` benchmarks: a distributed run (Ray
+actors, per-task checkpoints) and the same run in this process. Plain functions returning seconds; here because
+Ray is imported in orchestration/ only. The caller makes sure Ray is up (`ensure_ray`) before timing."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from imlca.config import ExperimentConfig, from_dict
+
+
+def _timed(run, cfg: ExperimentConfig, **kwargs) -> dict:
+    """→ {"total": s, "tasks": [s per task, from the start / the previous task's report], "summary": ...}."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+    result = run(cfg, on_task=lambda report: stamps.append(time.perf_counter()), **kwargs)
+    total = time.perf_counter() - start
+    tasks = [b - a for a, b in zip([start, *stamps[:-1]], stamps)]
+    return {"total": total, "tasks": tasks, "summary": result.summary, "acc": result.acc}
+
+
+def distributed_run(tree: dict) -> dict:
+    """run_distributed with a fresh checkpoint folder (as `imlca run --distributed --out DIR`)."""
+    from imlca.orchestration.ray_step import run_distributed
+
+    with tempfile.TemporaryDirectory(prefix="imlca-e2e-") as tmp:
+        return _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp))
+
+
+def in_process_run(tree: dict) -> dict:
+    """run_protocol in this process, without checkpoints: the same computation with no Ray and no files."""
+    from imlca.engine.protocol import run_protocol
+
+    return _timed(run_protocol, from_dict(ExperimentConfig, tree))

@@ -1,0 +1,102 @@
+"""A second Ray node that cannot see the head's disk, and an S3-compatible server (moto), on 127.0.0.1.
+
+As in tests/servers.py, every process runs in a session of its own and is killed by its session, never by name.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from servers import BIN, RayHead, clean_env, free_port, free_ports, http_status, kill_session, start, stop, wait_for
+
+# A worker node's raylet waits 15 s for its dashboard agent's port file and aborts (not configurable in Ray 2.60);
+# on a loaded 2-core machine the agent's imports alone can take that long, so a worker start is retried.
+ATTEMPTS = 5
+
+
+@dataclass
+class S3:
+    endpoint: str  # http://127.0.0.1:<port>
+    bucket: str
+    env: dict[str, str]  # test credentials and the endpoint, for boto3, pyarrow (Ray Tune) and MLflow
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@contextmanager
+def s3_server(root: Path, bucket: str = "imlca-test") -> Iterator[S3]:
+    """moto's S3 server on a free loopback port, with one empty bucket. The credentials are moto's dummies and
+    live in `env` only (handed to the processes that need them), never in this process's environment."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    log = root / "moto.log"
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], clean_env(), log)
+    try:
+        wait_for(lambda: http_status(f"{endpoint}/moto-api/") == 200, "moto server", proc, log)
+        s3 = S3(endpoint, bucket, env)
+        s3.client().create_bucket(Bucket=bucket)
+        yield s3
+    finally:
+        stop(proc)
+
+
+def alive_nodes(head: RayHead) -> int:
+    """Alive nodes of the cluster, from its dashboard."""
+    request = urllib.request.Request(f"{head.dashboard}/nodes?view=summary", headers=head.auth)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            summary = json.loads(reply.read())["data"]["summary"]
+    except (urllib.error.URLError, OSError, KeyError, ValueError):
+        return -1
+    return sum(1 for node in summary if node.get("raylet", {}).get("state") == "ALIVE")
+
+
+@contextmanager
+def ray_worker(head: RayHead, log: Path, num_cpus: int, env: dict[str, str] | None = None,
+               hidden: str = "/tmp") -> Iterator[subprocess.Popen]:
+    """A worker node that cannot see the head's disk, as on a real cluster: `ray start --block` in a mount
+    namespace of its own (root only) with an empty tmpfs over `hidden`, which holds the head's Ray session, the
+    tests' folders and any head-local storage. Its token comes in the environment (the head's file is hidden).
+    Yields once the cluster counts one more alive node; on exit kills the node's whole session."""
+    before = alive_nodes(head)
+    agent, agent_grpc, runtime_env_agent, metrics = free_ports(4)
+    ray_start = [str(BIN / "ray"), "start", "--block", f"--address={head.address}", "--node-ip-address=127.0.0.1",
+                 f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={hidden}/ray-worker",
+                 f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                 f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}"]
+    script = f"mount -t tmpfs -o size=4g imlca-worker {shlex.quote(hidden)} && exec {shlex.join(ray_start)}"
+    node_env = {k: v for k, v in head.env.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    node_env.update(RAY_AUTH_TOKEN=head.token, **(env or {}))
+    for attempt in range(ATTEMPTS):
+        proc = start(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], node_env, log)
+        try:
+            wait_for(lambda: alive_nodes(head) > before, "ray worker node", proc, log)
+            break
+        except BaseException as err:  # the tmpfs goes with the namespace's last process
+            kill_session(proc.pid)
+            proc.wait(timeout=10)
+            if attempt == ATTEMPTS - 1 or not isinstance(err, (RuntimeError, TimeoutError)):
+                raise
+    try:
+        yield proc
+    finally:
+        kill_session(proc.pid)
+        proc.wait(timeout=10)

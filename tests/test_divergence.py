@@ -65,3 +65,9 @@ def test_a_diverged_trial_fails_and_the_other_finishes(ray_cluster, tracking, tm
     status = {r.data.params["train.lr"]: r.info.status for r in runs}
     assert status == {"0.04": "FINISHED", "100000000.0": "FAILED"}
     (record,) = (tmp_path / "ray_results").rglob(DIVERGED)  # the trial left its error for a retry to re-raise
+    # max_failures: 2 would allow three attempts; the diverged trial stops after Tune's one scheduled restart,
+    # which re-raised the recorded error instead of training
+    (errors,) = record.parent.glob("error.txt")
+    failures = [line for line in errors.read_text().splitlines() if line.startswith("Failure # ")]
+    assert len(failures) == 2
+    assert "imlca/orchestration/tune_sweep.py" in errors.read_text() and "record.read_text()" in errors.read_text()

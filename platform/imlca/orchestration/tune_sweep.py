@@ -4,8 +4,8 @@ The trainable reserves no resources itself (empty first bundle); its TaskWorker 
 (`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
 
 A diverged trial records its DivergenceError in its trial folder so that a retry can re-raise it instead of training
-(Tune 2.x retries every failure alike; FailureConfig cannot tell errors apart). Measured: the first retry still
-trains (it does not find the record yet), the second re-raises it; see tests/test_divergence.py.
+(Tune 2.x retries every failure alike; FailureConfig cannot tell errors apart), and ProgressCallback stops its
+retries after the one restart Tune has already scheduled: two failures in all, one training (tests/test_divergence.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.schedulers import ASHAScheduler
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
@@ -23,6 +23,7 @@ from imlca.engine.checkpoint import latest_checkpoint, task_dir
 from imlca.errors import DivergenceError, UserError
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
+from imlca.orchestration.storage import folders, join, storage_root
 from imlca.orchestration.tune_cached import cached_trainable
 from imlca.config.sweep import SchedulerConfig, Sweep
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
@@ -69,8 +70,6 @@ def no_scheduler(cfg: SchedulerConfig):
 def asha_scheduler(cfg: SchedulerConfig):
     return ASHAScheduler(time_attr="training_iteration", grace_period=cfg.grace_period,
                          reduction_factor=cfg.reduction_factor)
-from imlca.orchestration.storage import folders, join, storage_root
-
 
 
 class ProgressCallback(tune.Callback):
@@ -85,9 +84,14 @@ class ProgressCallback(tune.Callback):
         print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        """After a diverged trial's restart, no further retries (the restart itself is still Tune's)."""
-        if isinstance(getattr(trial.get_pickled_error(), "cause", None), DivergenceError):
-            trial.max_failures = 0
+        """A diverged trial gets no further retries. Tune has already scheduled one restart when it calls this (it
+        offers no hook before its retry decision); that restart re-raises the trial's recorded error without
+        training. The error is read from the driver's own copy: `get_pickled_error()` reads the storage copy, which
+        is synced later."""
+        if trial.run_metadata.pickled_error_filename and Path(trial.pickled_error_file).is_file():
+            error = cloudpickle.loads(Path(trial.pickled_error_file).read_bytes())
+            if isinstance(getattr(error, "cause", None), DivergenceError):
+                trial.max_failures = 0
 
 
 def param_space(sweep: Sweep) -> dict:

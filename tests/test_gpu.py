@@ -18,4 +18,4 @@ def test_task_trains_in_bf16_on_cuda():
     assert all(v.device.type == "cpu" and torch.isfinite(v).all() for v in out.adapter.values())
     assert out.losses[-1] < out.losses[0]
     rows = runner.evaluate(0, out.adapter, {"im": [out.head]})
-    assert rows["im"][0] > 50
+    assert rows["test"]["im"][0] > 50

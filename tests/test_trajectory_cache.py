@@ -53,6 +53,9 @@ def test_cached_and_uncached_runs_match_the_protocol_bit_for_bit(stored):
         for method, heads in reference.heads.items():
             assert all(torch.equal(a, b) for a, b in zip(heads, result.heads[method]))
         assert [r["avg_acc"] for r in result.reports] == [r["avg_acc"] for r in reference.reports]
+        # the protocol's own run scores the validation split too, the same numbers as the replay
+        val = [{k: v for k, v in r.items() if "val_" in k} for r in reference.reports]
+        assert val[-1] and [{k: v for k, v in r.items() if "val_" in k} for r in result.reports] == val
     last = result.reports[-1]
     # validation rows beside the test rows: 10 held-out images per class, 2 and 4 classes per task
     assert [last[f"im_lca/val_acc_{j}"] * n % 100 for j, n in ((0, 20), (1, 40))] == [0, 0]

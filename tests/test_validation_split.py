@@ -41,3 +41,16 @@ def test_benchmark_without_and_with_validation():
 def test_val_fraction_out_of_range(value):
     with pytest.raises(ConfigError, match="data.val_fraction"):
         load_config(TINY, tiny_overrides(**{"data.val_fraction": value}))
+
+
+def test_a_sweep_on_validation_accuracy_needs_a_validation_split(tmp_path):
+    from imlca.config.sweep import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"base: {TINY}\nspace:\n  seed: {{grid: [1, 2]}}\nmetric: val_avg_acc\n")
+    with pytest.raises(ConfigError, match="val_avg_acc needs a validation split: set data.val_fraction > 0"):
+        load_sweep(path)
+    # every run scores its validation split (not only the trajectory cache's replays)
+    path.write_text(f"base: {TINY}\nset: {{data.val_fraction: 0.2}}\nspace:\n  seed: {{grid: [1, 2]}}\n"
+                    "metric: val_avg_acc\n")
+    assert load_sweep(path).cfg.metric == "val_avg_acc"

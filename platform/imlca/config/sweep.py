@@ -131,9 +131,8 @@ class Sweep:
         combos = itertools.product(itertools.product(*grids), self.cfg.variants())
         for combo, variant in itertools.islice(combos, 512):
             cfg = from_dict(ExperimentConfig, merge_trees(self.base_tree, {**dict(zip(keys, combo)), **variant}))
-            require(not self.cfg.metric.startswith("val_") or (self.cfg.cached and cfg.data.val_fraction > 0),
-                    "metric", f"{self.cfg.metric} needs a validation split and the trajectory cache: set "
-                    "data.val_fraction > 0 and align_space or trajectory_cache")
+            require(not self.cfg.metric.startswith("val_") or cfg.data.val_fraction > 0,
+                    "metric", f"{self.cfg.metric} needs a validation split: set data.val_fraction > 0")
             require(not (self.cfg.cached and cfg.robustness.enabled), "robustness", "a cached trajectory holds "
                     "features, not images; run robustness without align_space / trajectory_cache")
 

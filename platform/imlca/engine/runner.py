@@ -106,15 +106,19 @@ class TaskRunner:
         bank.update(feats.double(), targets)
         return TaskOutput(task, adapter, head.detach().cpu().clone(), bank.state_dict(), losses)
 
-    def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
-        """a[task][j] for j ≤ task, per method: argmax over all seen classes of the method's heads."""
+    def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]
+                 ) -> dict[str, dict[str, list[float]]]:
+        """"test" (and "val" with a validation split) → method → a[task][j] for j ≤ task: argmax over all seen
+        classes of the method's heads."""
         self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
-        feats, targets = extract_features(self.model, self._loader("test", range(task + 1), self.test_tf),
-                                          self.device)
         bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
-        rows = {}
-        for method, weights in heads.items():
-            rows[method] = task_accuracies(predict(feats, weights), targets, bounds)
+        parts = ["test"] + (["val"] if self.benchmark.val is not None else [])
+        rows: dict[str, dict[str, list[float]]] = {}
+        for part in parts:
+            feats, targets = extract_features(self.model, self._loader(part, range(task + 1), self.test_tf),
+                                              self.device)
+            rows[part] = {method: task_accuracies(predict(feats, weights), targets, bounds)
+                          for method, weights in heads.items()}
         return rows
 
     def robustness(self, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, float]:

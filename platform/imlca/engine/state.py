@@ -42,6 +42,7 @@ class MergeState:
         self.bank = GaussianBank(dim, cfg.align.ridge)
         self.heads: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}
         self.acc: dict[str, list[list[float]]] = {m: [] for m in self.methods}
+        self.val_acc: dict[str, list[list[float]]] = {m: [] for m in self.methods}  # with data.val_fraction > 0
         # last-epoch alignment loss and its two terms per task: method → "loss" | "ce" | "spread" → [task]
         self.align_loss: dict[str, dict[str, list[float]]] = {m: {k: [] for k in ALIGN_TERMS} for m in self.methods}
         self.train_loss: list[float] = []
@@ -86,21 +87,25 @@ class MergeState:
         self.heads[method] = list(weight.split([len(h) for h in heads]))
         return {term: history[term][-1] for term in ALIGN_TERMS}
 
-    def record(self, task: int, rows: dict[str, list[float]]) -> dict:
-        """Store accuracy row `task` of every method (once) and return the task's report."""
-        for method in self.methods:
-            if len(self.acc[method]) == task:
-                self.acc[method].append([float(x) for x in rows[method]])
+    def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
+        """Store accuracy row `task` of every method (once) for "test" and, with a validation split, "val"; return
+        the task's report."""
+        for part, acc in (("test", self.acc), ("val", self.val_acc)):
+            for method in self.methods:
+                if part in parts and len(acc[method]) == task:
+                    acc[method].append([float(x) for x in parts[part][method]])
         return self.report(task)
 
     def report(self, task: int) -> dict:
-        """Flat metrics after `task`: the run's method unprefixed, every method as `<method>/<metric>`."""
+        """Flat metrics after `task`: the run's method unprefixed, every method as `<method>/<metric>`; with a
+        validation split the same again as `val_<metric>` (`val_avg_acc`, `<method>/val_acc_0`, ...)."""
         out: dict = {"task": task}
         for method in self.methods:
-            row = self.acc[method][task]
-            metrics = {"A_t": sum(row) / len(row), **summary(self.acc[method][: task + 1]),
+            metrics = {**_accuracy_metrics(self.acc[method][: task + 1]),
                        **{key: self.align_loss[method][term][task] for term, key in ALIGN_TERMS.items()}}
-            metrics.update({f"acc_{j}": value for j, value in enumerate(row)})
+            if len(self.val_acc[method]) > task:
+                val = _accuracy_metrics(self.val_acc[method][: task + 1])
+                metrics.update({f"val_{k}": v for k, v in val.items()})
             out.update({f"{method}/{k}": v for k, v in metrics.items()})
             if method == self.cfg.align.method:
                 out.update(metrics)
@@ -115,7 +120,8 @@ class MergeState:
         tensors.update({f"bank.{k}": v for k, v in self.bank.state_dict().items()})
         for method, heads in self.heads.items():
             tensors.update({f"heads.{method}.{t}": h for t, h in enumerate(heads)})
-        meta = {"tasks_merged": self.tasks_merged, "acc": self.acc, "align_loss": self.align_loss,
+        meta = {"tasks_merged": self.tasks_merged, "acc": self.acc, "val_acc": self.val_acc,
+                "align_loss": self.align_loss,
                 "train_loss": self.train_loss, "fingerprint": fingerprint(self.cfg), "methods": self.methods}
         return tensors, meta
 
@@ -126,6 +132,7 @@ class MergeState:
         self.heads = {m: [_part(tensors, f"heads.{m}.")[str(t)] for t in range(self.tasks_merged)]
                       for m in self.methods}
         self.acc, self.align_loss = meta["acc"], meta["align_loss"]
+        self.val_acc = meta.get("val_acc", {m: [] for m in self.methods})  # absent in checkpoints before it
         self.train_loss = meta["train_loss"]
 
     def save(self, checkpoint_dir: Path, task: int) -> Path:
@@ -147,6 +154,12 @@ class MergeState:
         state = cls(cfg, _part(tensors, "theta0."), bank.dim)
         state.load_state_dict(tensors, meta)
         return state
+
+
+def _accuracy_metrics(acc: list[list[float]]) -> dict[str, float]:
+    """A_t, the summary (Ā, last accuracy, forgetting) and acc_j of the newest row of an accuracy matrix."""
+    row = acc[-1]
+    return {"A_t": sum(row) / len(row), **summary(acc), **{f"acc_{j}": value for j, value in enumerate(row)}}
 
 
 def _part(tensors: Tensors, prefix: str) -> Tensors:

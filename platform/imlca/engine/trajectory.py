@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from imlca.config import ExperimentConfig
-from imlca.core.metrics import predict, summary, task_accuracies
+from imlca.core.metrics import predict, task_accuracies
 from imlca.engine.loops import extract_features
 from imlca.engine.protocol import Callback, Heads, LocalStep, RunResult, run_protocol
 from imlca.engine.state import MergeState
@@ -88,7 +88,8 @@ class TrajectoryStep(LocalStep):
         features = {part: self.features(part, task, merged) for part in self.parts}
         self.trajectory.steps.append(TaskStep(task, out.adapter, merged, out.head, out.statistics, out.losses,
                                               features))
-        return self.state.record(task, scores(features["test"], heads, self.trajectory.bounds[: task + 1]))
+        bounds = self.trajectory.bounds[: task + 1]
+        return self.state.record(task, {part: scores(f, heads, bounds) for part, f in features.items()})
 
 
 def compute_trajectory(cfg: ExperimentConfig, on_task: Callback | None = None) -> Trajectory:
@@ -104,31 +105,17 @@ def compute_trajectory(cfg: ExperimentConfig, on_task: Callback | None = None) -
 
 
 class Replay:
-    """One alignment configuration over a trajectory, task by task; `step` returns the task's report: the test
-    metrics of `MergeState.report`, and with a validation split the same under `val_` (`val_avg_acc`, ...)."""
+    """One alignment configuration over a trajectory, task by task; `step` returns the task's report
+    (`MergeState.report`: test metrics, and with a validation split the same under `val_`)."""
 
     def __init__(self, cfg: ExperimentConfig, trajectory: Trajectory):
         self.cfg, self.trajectory = cfg, trajectory
         self.state = MergeState(cfg, trajectory.theta0, trajectory.dim)
-        self.val_acc: dict[str, list[list[float]]] = {m: [] for m in self.state.methods}
 
     def step(self, step: TaskStep) -> dict:
         merged, heads = self.state.integrate(step.output())
         bounds = self.trajectory.bounds[: step.task + 1]
-        report = self.state.record(step.task, scores(step.features["test"], heads, bounds))
-        if "val" in step.features:
-            for method, row in scores(step.features["val"], heads, bounds).items():
-                self.val_acc[method].append(row)
-                report.update(self._val_metrics(method, row))
-        return report
-
-    def _val_metrics(self, method: str, row: list[float]) -> dict:
-        metrics = {"A_t": sum(row) / len(row), **summary(self.val_acc[method])}
-        metrics.update({f"acc_{j}": value for j, value in enumerate(row)})
-        out = {f"{method}/val_{k}": v for k, v in metrics.items()}
-        if method == self.cfg.align.method:
-            out.update({f"val_{k}": v for k, v in metrics.items()})
-        return out
+        return self.state.record(step.task, {part: scores(f, heads, bounds) for part, f in step.features.items()})
 
 
 class ReplayStep:

@@ -43,7 +43,7 @@ class TaskWorker:
     def train(self, task: int, merged: dict) -> dict:
         return output_to_wire(self.runner.train(task, to_torch(merged)))
 
-    def evaluate(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict[str, list[float]]:
+    def evaluate(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict[str, dict[str, list[float]]]:
         merged, heads = merged_and_heads
         return self.runner.evaluate(task, to_torch(merged), heads_to_torch(heads))
 
@@ -79,10 +79,10 @@ class MergeActor:
         merged, heads = self.state.integrate(output_from_wire(wire))
         return to_numpy(merged), heads_to_numpy(heads)
 
-    def record(self, task: int, rows: dict[str, list[float]]) -> dict:
+    def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
         if task >= self.state.tasks_merged:
             raise LostMergeError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
-        return self.state.record(task, rows)
+        return self.state.record(task, parts)
 
     def save(self, task: int) -> None:
         """Checkpoint the state after `task`; refused when a restart lost that task (the driver re-runs it)."""

@@ -47,6 +47,7 @@ class TaskWorker:
         self.make_runner = TaskRunner
         self.fresh_seed = torch.initial_seed()  # the global RNG's seed in a new process: every run starts from it
         self.run_id, self._runner = None, None
+        gc.freeze()  # the modules' objects are never garbage: each run's collection scans only what runs made
 
     def configure(self, run_id: str, cfg_tree: dict, threads: int) -> None:
         """Point this worker at run `run_id` (nothing to do when it already is): the last run's model, data and
@@ -96,6 +97,7 @@ class MergeActor:
 
         self.make_state = MergeState
         self.run_id, self._state, self.checkpoint_dir = None, None, None
+        gc.freeze()
 
     def configure(self, run_id: str, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str) -> None:
         """Point this actor at run `run_id` (nothing to do when it already is): a new state from the run's latest

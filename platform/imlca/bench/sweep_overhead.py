@@ -75,7 +75,9 @@ def direct_sides(tree: dict, repeats: int) -> tuple[dict[str, float], bool]:
 
 
 def bench_sweep(settings: Settings) -> Measurement:
-    values, repeats = ([0.1, 0.3, 0.5], 1) if settings.quick else ([0.1, 0.2, 0.3, 0.4, 0.5], 2)
+    # tiny runs take seconds and Tune's start-up a minute: more trials and rounds cost little and tame the noise
+    values = [0.1, 0.2, 0.3, 0.4, 0.5] if settings.quick else [round(0.1 * i, 1) for i in range(1, 10)]
+    repeats = 3 if settings.quick else 5
     tree = experiment_tree(TINY, settings.threads)
     from imlca.orchestration.cluster import ensure_ray  # Ray is imported by orchestration/ only
     from imlca.orchestration.run_timing import TrialClock

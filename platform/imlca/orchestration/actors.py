@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 
 import ray
@@ -59,6 +60,8 @@ class TaskWorker:
         gc.collect()  # the last run's model and memory-mapped images go before the next run's are built
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
+        if "torch._dynamo" in sys.modules:  # `train.compile`: the last run's graphs and guards go too
+            torch.compiler.reset()
         torch.manual_seed(self.fresh_seed)  # CPU and CUDA generators, as a new process has them
         torch.set_num_threads(max(1, threads))  # follow the CPUs this actor holds, not the node's core count
         self._runner = self.make_runner(_config(cfg_tree))

@@ -14,8 +14,14 @@ from conftest import TINY
 def our_task_workers() -> set[int]:
     """TaskWorker processes of this test's cluster (the local cluster's raylet is a child of this process; other
     Ray clusters on the machine are not)."""
-    return {p.pid for p in psutil.Process().children(recursive=True)
-            if " ".join(p.cmdline()).startswith("ray::TaskWorker")}
+    pids = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(proc.cmdline()).startswith("ray::TaskWorker"):
+                pids.add(proc.pid)
+        except psutil.NoSuchProcess:  # ended since the listing
+            pass
+    return pids
 
 
 class Recorder(tune.Callback):

@@ -15,12 +15,16 @@ from conftest import TINY, tiny_overrides
 
 
 def actor_pids(name: str) -> list[int]:
-    """Ray titles an actor's process `ray::<Class>` (`ray::<Class>.<method>` while it runs a call)."""
+    """Ray titles an actor's process `ray::<Class>` (`ray::<Class>.<method>` while it runs a call). Only this
+    test's cluster (its raylet is a child of this process): other Ray clusters on the machine run actors too."""
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.NoSuchProcess:  # ended since the listing
+            continue
         if cmd.startswith(f"ray::{name}"):
-            pids.append(proc.info["pid"])
+            pids.append(proc.pid)
     return pids
 
 

@@ -1,22 +1,30 @@
-"""`sweep`: the fixed seconds per trial that Ray Tune + MLflow (launch_sweep) add to the same N runs called one
-after another: (sweep time − direct time) / N.
+"""`sweep`: the fixed seconds per trial that Tune, the actors and MLflow add on a warm cluster.
 
-The direct side calls `run_distributed` (with a checkpoint folder, as `python -m imlca run --distributed` does),
-because that is what every Tune trial calls: the difference is then Tune and MLflow alone, not Ray's actors
-(those are `lora_worker`, `end_to_end` and `task_overhead`). Tune runs with max_concurrent_trials=1 so that both
-sides do the same work with the same concurrency (one TaskWorker of one CPU at a time); otherwise two concurrent
-trials on two CPUs would hide Tune's overhead behind parallelism (and measure the machine's second core, not Tune).
+One sweep of n trials one at a time (`launch_sweep`, MLflow in a sqlite file; Tune's max_concurrent_trials=1, so
+no trial hides behind another on the second core), timed on the driver from one trial's completion to the next:
+trials 2..n, each on the trial process, placement group, TaskWorker and MergeActor kept from the trial before.
+The figure is that trial cycle (median) less the same run in this process (`run_protocol`, as many threads as the
+TaskWorker holds CPUs): what a trial costs beyond its computation. Trial 1 (Tune's start-up, new actor processes
+importing torch, timm and peft) is reported as `first_trial`, outside the figure.
+
+The split, in the details: `direct_warm` is `run_distributed` on warm actors in this driver (no Tune, no MLflow),
+alternated with the in-process run: `actors_s` = direct_warm − in_process (hand-offs, per-task checkpoints),
+`tune_mlflow_s` = trial cycle − direct_warm. Every trial does the same work: the swept key changes only the heads.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
+import statistics
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from imlca.bench.environment import TINY, experiment_tree
-from imlca.bench.measure import Measurement, Settings, divide, rounds, wall
+from imlca.bench.measure import Measurement, Settings, rounds
 
 KEY = "align.lam"  # the swept key: it changes only the heads, so every trial does the same amount of work
 
@@ -36,43 +44,61 @@ def environment(**values: str):
                 os.environ[key] = value
 
 
-def direct_runs(tree: dict, values: list[float], root: Path) -> None:
-    from imlca.orchestration.ray_step import run_distributed
-    from imlca.orchestration.tune_sweep import trial_config
-
-    for value in values:  # a fresh checkpoint folder each time: a used one would resume instead of training
-        run_distributed(trial_config(tree, {KEY: value}), checkpoint_dir=Path(tempfile.mkdtemp(dir=root)))
-
-
-def tune_sweep(tree: dict, values: list[float], root: Path, codes: list[int]) -> None:
-    from imlca.orchestration.launch import launch_sweep
+def tune_sweep(tree: dict, values: list[float], root: Path, callbacks: tuple) -> int:
     from imlca.config.sweep import Sweep, SweepConfig
+    from imlca.orchestration.launch import launch_sweep
 
     storage = tempfile.mkdtemp(dir=root)
     cfg = SweepConfig(space={KEY: {"grid": values}}, max_concurrent_trials=1, max_failures=0, storage_path=storage)
     with contextlib.redirect_stdout(io.StringIO()):  # its "best trial" lines would break up the table
-        codes.append(launch_sweep(Sweep(cfg, "bench-sweep", tree)))
+        return launch_sweep(Sweep(cfg, "bench-sweep", tree), callbacks=callbacks)
+
+
+def direct_sides(tree: dict, repeats: int) -> tuple[dict[str, float], bool]:
+    """Median seconds of the in-process run and of run_distributed on warm actors, alternated after a warm-up
+    round (imports; the actors' start); whether every run gave the same accuracy matrices."""
+    from imlca.orchestration.run_timing import WarmRuns, in_process_run
+
+    warm, runs = WarmRuns(), []
+
+    def timed(name: str, run) -> Callable[[], dict[str, float]]:
+        def once() -> dict[str, float]:
+            runs.append(run(tree))
+            return {name: runs[-1]["total"]}
+        return once
+
+    try:
+        timings = rounds([timed("in_process", in_process_run), timed("direct_warm", warm.run)], repeats)
+    finally:
+        warm.close()  # its TaskWorker would hold a CPU the sweep's trials need
+    return timings, all(run["acc"] == runs[0]["acc"] for run in runs)
 
 
 def bench_sweep(settings: Settings) -> Measurement:
-    values, repeats = [0.1, 0.5], (1 if settings.quick else 2)
-    tree = experiment_tree(TINY, 1)
+    # tiny runs take seconds and Tune's start-up a minute: more trials and rounds cost little and tame the noise
+    values = [0.1, 0.2, 0.3, 0.4, 0.5] if settings.quick else [round(0.1 * i, 1) for i in range(1, 10)]
+    repeats = 3 if settings.quick else 5
+    tree = experiment_tree(TINY, settings.threads)
     from imlca.orchestration.cluster import ensure_ray  # Ray is imported by orchestration/ only
+    from imlca.orchestration.run_timing import TrialClock
 
     ensure_ray(max(2, settings.threads))
-    codes: list[int] = []
+    clock = TrialClock()
     with tempfile.TemporaryDirectory(prefix="imlca-bench-sweep-") as tmp, environment(
             MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",  # launch_sweep reads it before the config's URI
             TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0"):  # a warning per task of tiny runs
-        root = Path(tmp)
-        direct_runs(tree, values[:1], root)  # warm-up: Ray's worker processes and imports
-        timings = rounds([wall("direct", lambda: direct_runs(tree, values, root)),
-                          wall("tune_mlflow", lambda: tune_sweep(tree, values, root, codes))], repeats, warmup=0)
-    per_trial = (timings["tune_mlflow"] - timings["direct"]) / len(values)  # the row's figure, in seconds
-    ratios = {"tune_mlflow": divide(timings["tune_mlflow"], timings["direct"])}
-    details = {"trials": len(values), "swept": KEY, "values": values, "repeats": repeats,
-               "direct": "run_distributed one after another", "tune_concurrency": 1, "time_ratio": ratios}
-    note = (f"{len(values)} trials of the tiny config over {KEY}; Tune runs one trial at a time, the direct side "
-            "calls run_distributed one run after another")
-    return Measurement(per_trial, timings, {"per_trial_s": per_trial}, {"sweeps_succeeded": all(c == 0 for c in codes)},
-                       details, note=note)
+        timings, same = direct_sides(tree, repeats)
+        start = time.perf_counter()
+        code = tune_sweep(tree, values, Path(tmp), (clock,))
+    cycles = [b - a for a, b in zip(clock.completed, clock.completed[1:])]  # trials 2..n, warm
+    timings.update(trial_cycle=statistics.median(cycles) if cycles else math.inf,
+                   first_trial=clock.completed[0] - start if clock.completed else math.inf)
+    per_trial = timings["trial_cycle"] - timings["in_process"]  # the row's figure, in seconds
+    details = {"trials": len(values), "swept": KEY, "values": values, "repeats": repeats, "cycles": cycles,
+               "actors_s": timings["direct_warm"] - timings["in_process"],
+               "tune_mlflow_s": timings["trial_cycle"] - timings["direct_warm"], "tune_concurrency": 1}
+    note = (f"tiny config, {len(values)} trials one at a time: trials 2..{len(values)} {timings['trial_cycle']:.1f} "
+            f"s each (warm actors) vs {timings['in_process']:.1f} s in-process; actors {details['actors_s']:+.2f} s, "
+            f"Tune + MLflow {details['tune_mlflow_s']:+.2f} s; trial 1 {timings['first_trial']:.1f} s")
+    checks = {"sweep_succeeded": code == 0 and len(clock.completed) == len(values), "warm_same_accuracy": same}
+    return Measurement(per_trial, timings, {"per_trial_s": per_trial}, checks, details, note=note)

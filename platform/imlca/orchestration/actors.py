@@ -3,10 +3,17 @@
 TaskWorker (GPU or CPU): fine-tunes one task from the merged adapter, returns the adapter tensors + the new
 classes' sufficient statistics; evaluates head sets on the merged backbone.
 MergeActor (central, light): θ0, running merged adapter, Gaussian bank, heads; merges and aligns once per task id.
+
+Both are built empty and pointed at a run by `configure(run_id, ...)`, so that one process serves run after run
+(`worker_pool.py`: a sweep's trials reuse them and skip importing torch, timm and peft again). A run's state lives
+only in what `configure` builds; a new run id drops it first. Ray restarts a killed actor empty (its constructor
+takes no run): every call then raises a `LostActorError`, and the driver configures it again and re-runs the task.
 """
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import ray
@@ -17,8 +24,16 @@ from imlca.orchestration.wire import (heads_to_numpy, heads_to_torch, output_fro
                                          to_numpy, to_torch)
 
 
-class LostMergeError(RuntimeError):
-    """The MergeActor restarted between a task's merge and its record: the driver re-runs the task."""
+class LostActorError(RuntimeError):
+    """An actor restarted since the driver configured it, so it lacks the run: configure it again, re-run the task."""
+
+
+class LostMergeError(LostActorError):
+    """The MergeActor restarted between a task's merge and its record, or has not been configured since."""
+
+
+class LostWorkerError(LostActorError):
+    """The TaskWorker restarted and has not been configured since."""
 
 
 def _config(tree: dict) -> ExperimentConfig:
@@ -27,11 +42,36 @@ def _config(tree: dict) -> ExperimentConfig:
 
 @ray.remote
 class TaskWorker:
-    def __init__(self, cfg_tree: dict, threads: int):
-        from imlca.engine.runner import TaskRunner
+    def __init__(self):
+        from imlca.engine.runner import TaskRunner  # torch, timm, peft, the data code: imported once per process
 
+        self.make_runner = TaskRunner
+        self.fresh_seed = torch.initial_seed()  # the global RNG's seed in a new process: every run starts from it
+        self.run_id, self._runner = None, None
+        gc.freeze()  # the modules' objects are never garbage: each run's collection scans only what runs made
+
+    def configure(self, run_id: str, cfg_tree: dict, threads: int) -> None:
+        """Point this worker at run `run_id` (nothing to do when it already is): the last run's model, data and
+        loaders are dropped, the global RNG and thread count set as in a new process, then the run's TaskRunner
+        is built; so a reused worker computes bit for bit what a new one computes."""
+        if run_id == self.run_id:
+            return
+        self.run_id, self._runner = None, None
+        gc.collect()  # the last run's model and memory-mapped images go before the next run's are built
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        if "torch._dynamo" in sys.modules:  # `train.compile`: the last run's graphs and guards go too
+            torch.compiler.reset()
+        torch.manual_seed(self.fresh_seed)  # CPU and CUDA generators, as a new process has them
         torch.set_num_threads(max(1, threads))  # follow the CPUs this actor holds, not the node's core count
-        self.runner = TaskRunner(_config(cfg_tree))
+        self._runner = self.make_runner(_config(cfg_tree))
+        self.run_id = run_id
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            raise LostWorkerError("the TaskWorker restarted and holds no run; the driver configures it again")
+        return self._runner
 
     def pid(self) -> int:
         return os.getpid()
@@ -55,14 +95,30 @@ class TaskWorker:
 
 @ray.remote
 class MergeActor:
-    def __init__(self, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str):
-        """On a restart Ray calls this again with the same arguments: the state comes back from the latest
-        checkpoint, so nothing merged before the crash is merged twice or lost."""
+    def __init__(self):
         from imlca.engine.state import MergeState  # core only: no timm, peft or data loaders in this actor
 
-        self.state = MergeState(_config(cfg_tree), to_torch(theta0), dim)
+        self.make_state = MergeState
+        self.run_id, self._state, self.checkpoint_dir = None, None, None
+        gc.freeze()
+
+    def configure(self, run_id: str, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str) -> None:
+        """Point this actor at run `run_id` (nothing to do when it already is): a new state from the run's latest
+        checkpoint, so after a restart nothing merged before the crash is merged twice or lost."""
+        if run_id == self.run_id:
+            return
+        self.run_id, self._state = None, None
+        gc.collect()
+        self._state = self.make_state(_config(cfg_tree), to_torch(theta0), dim)
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.state.resume(self.checkpoint_dir)
+        self._state.resume(self.checkpoint_dir)
+        self.run_id = run_id
+
+    @property
+    def state(self):
+        if self._state is None:
+            raise LostMergeError("the MergeActor restarted and holds no run; the driver configures it again")
+        return self._state
 
     def pid(self) -> int:
         return os.getpid()

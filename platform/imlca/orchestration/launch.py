@@ -53,7 +53,8 @@ def confirm(sweep: Sweep, grid, name: str) -> int:
     return max(codes, default=1)
 
 
-def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
+def launch_sweep(sweep: Sweep, resume: bool = False, callbacks: tuple = ()) -> int:
+    """The sweep with MLflow tracking (and `callbacks`, more Tune callbacks); 0 when every trial finished."""
     base = trial_config(sweep.base_tree, {})
     uri = resolve_uri(base.tracking.uri)
     check_reachable(uri)  # before any trial starts
@@ -64,7 +65,7 @@ def launch_sweep(sweep: Sweep, resume: bool = False) -> int:
 
     def make_callbacks(named: Sweep) -> list:
         return [MlflowSweepCallback(uri, base.tracking.experiment, named.name, sweep_params(sweep), sweep.base_tree,
-                                    experiment_path(named), sweep.cfg.metric, sweep.cfg.mode)]
+                                    experiment_path(named), sweep.cfg.metric, sweep.cfg.mode), *callbacks]
 
     # task checkpoints of short trials trip Tune's snapshot-frequency warning; the snapshots are wanted
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -30,7 +30,8 @@ class WorkerProbe:
 
     def __init__(self, tree: dict, threads: int):
         ensure_ray(max(2, threads))
-        self.worker = TaskWorker.options(num_cpus=threads).remote(tree, threads)
+        self.worker = TaskWorker.options(num_cpus=threads).remote()
+        ray.get(self.worker.configure.remote("probe", tree, threads))
         self.theta0 = ray.get(self.worker.setup.remote())[0]  # numpy, as the MergeActor would send it
 
     def train(self, task: int) -> tuple[float, float, list[float]]:

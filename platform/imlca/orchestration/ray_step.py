@@ -1,15 +1,19 @@
 """`RayStep`: the protocol's tasks on a TaskWorker and a MergeActor; tensors flow actor to actor as object refs.
 
 `run_distributed` is `engine.protocol.run_protocol` with this step: the same loop, the same seeds, hence the same
-numbers as the in-process run by construction. A killed TaskWorker is restarted by Ray and its call re-run; a
-killed MergeActor restarts from its last checkpoint and the task it lacks is run again (every step is
-deterministic, and a merge is applied once per task id).
+numbers as the in-process run by construction. A killed actor is restarted by Ray, empty: the driver configures it
+again (a MergeActor from the run's last checkpoint) and runs the task again (every step is deterministic, and a
+merge is applied once per task id); an actor Ray gave up on is replaced by a new one.
+
+With a `WorkerPool` (a sweep's trials: `worker_pool.py`) the actors come from the previous run of this process
+and go back to the pool at the end, instead of two new processes per run.
 """
 from __future__ import annotations
 
 import math
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import ray
@@ -18,9 +22,10 @@ from ray.exceptions import RayActorError, RayTaskError
 from imlca.config import ExperimentConfig, to_dict
 from imlca.engine.protocol import Callback, Heads, RunResult, Tensors, run_protocol
 from imlca.errors import UserError
-from imlca.orchestration.actors import LostMergeError, MergeActor, TaskWorker
+from imlca.orchestration.actors import LostActorError, MergeActor, TaskWorker
 from imlca.orchestration.cluster import check_gpus, ensure_ray
 from imlca.orchestration.wire import heads_to_torch, to_torch
+from imlca.orchestration.worker_pool import ActorPair, WorkerPool, run_shape
 
 RETRIES = dict(max_restarts=3, max_task_retries=3)  # a killed actor is restarted and its call re-run
 
@@ -39,25 +44,64 @@ def _same_node_strategy():
 def raise_application_error(err: Exception) -> None:
     """Errors raised by our code inside an actor surface as themselves; only lost actors are retried."""
     cause = getattr(err, "cause", None)
-    if isinstance(err, RayTaskError) and not isinstance(cause, LostMergeError):
+    if isinstance(err, RayTaskError) and not isinstance(cause, LostActorError):
         raise cause if isinstance(cause, UserError) else err
 
 
+def new_worker(cfg: ExperimentConfig):
+    r = cfg.resources
+    return TaskWorker.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, memory=r.ray_resources().get("memory"),
+                              **RETRIES).remote()
+
+
+def new_merger():
+    return MergeActor.options(num_cpus=0, scheduling_strategy=_same_node_strategy(), **RETRIES).remote()
+
+
 class RayStep:
-    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None):
+    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None, pool: WorkerPool | None = None):
         ensure_ray()
         check_gpus(cfg)
+        self.cfg, self.pool, self.shape = cfg, pool, run_shape(cfg)
         self.scratch = None
         if checkpoint_dir is None:  # the MergeActor always checkpoints: a restart must find its state
             checkpoint_dir = self.scratch = Path(tempfile.mkdtemp(prefix="imlca-run-"))
-        tree, r = to_dict(cfg), cfg.resources
-        self.worker = TaskWorker.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
-                                         memory=r.ray_resources().get("memory"), **RETRIES).remote(
-            tree, max(1, math.floor(r.num_cpus)))
-        theta0, dim, self.num_tasks = ray.get(self.worker.setup.remote())
-        self.merger = MergeActor.options(num_cpus=0, scheduling_strategy=_same_node_strategy(), **RETRIES).remote(
-            tree, theta0, dim, str(checkpoint_dir))
+        self.checkpoint_dir, self.tree = str(checkpoint_dir), to_dict(cfg)
+        self.run_id, self.threads = uuid.uuid4().hex, max(1, math.floor(cfg.resources.num_cpus))
+        warm = pool.take(self.shape) if pool is not None else None
+        self.worker = warm.worker if warm else new_worker(cfg)
+        self.merger = warm.merger if warm else new_merger()
+        self.theta0 = None  # θ0 in the object store, from the worker's first `setup`
+        try:
+            self._configure()
+        except BaseException:  # e.g. a config the worker refuses: no run will close these actors
+            ActorPair(self.worker, self.merger).kill()
+            raise
         self.state_ref = None  # (merged, heads) after the latest merge, as an object ref
+
+    def _configure(self) -> None:
+        """Point both actors at this run: a no-op for an actor already on it, a rebuild for a restarted one."""
+        self.worker = self._configured(self.worker, lambda: new_worker(self.cfg),
+                                       lambda a: a.configure.remote(self.run_id, self.tree, self.threads))
+        if self.theta0 is None:
+            theta0, self.dim, self.num_tasks = ray.get(self.worker.setup.remote())
+            self.theta0 = ray.put(theta0)
+        self.merger = self._configured(self.merger, new_merger, lambda a: a.configure.remote(
+            self.run_id, self.tree, self.theta0, self.dim, self.checkpoint_dir))
+
+    @staticmethod
+    def _configured(actor, make, configure):
+        """`configure(actor)`, or on a new actor from `make()` when Ray gave up restarting this one."""
+        try:
+            ray.get(configure(actor))
+            return actor
+        except RayActorError:  # dead for good (its restarts used up): replace it
+            actor = make()
+        except RayTaskError as err:
+            raise_application_error(err)
+            raise
+        ray.get(configure(actor))
+        return actor
 
     def resume(self) -> list[dict]:
         done = ray.get(self.merger.tasks_done.remote())
@@ -78,6 +122,7 @@ class RayStep:
                 if attempt == RETRIES["max_restarts"]:
                     raise
                 print(f"task {task}: {err.__class__.__name__}; running it again from the merge state", flush=True)
+                self._configure()  # a restarted actor is empty: point it at this run again
         raise AssertionError("unreachable")
 
     def run_task(self, task: int) -> dict:
@@ -99,13 +144,17 @@ class RayStep:
         return final["acc"], to_torch(final["merged"]), heads_to_torch(final["heads"])
 
     def close(self) -> None:
-        for actor in (self.worker, self.merger):
-            ray.kill(actor)
+        pair = ActorPair(self.worker, self.merger)
+        if self.pool is not None:  # the next run of this process configures them afresh
+            self.pool.give_back(self.shape, pair)
+        else:
+            pair.kill()
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def run_distributed(cfg: ExperimentConfig, on_task: Callback | None = None,
-                    checkpoint_dir: Path | None = None) -> RunResult:
-    """The protocol on Ray; with `checkpoint_dir`, saves after every task and resumes from the latest checkpoint."""
-    return run_protocol(cfg, on_task, checkpoint_dir, step=RayStep)
+def run_distributed(cfg: ExperimentConfig, on_task: Callback | None = None, checkpoint_dir: Path | None = None,
+                    pool: WorkerPool | None = None) -> RunResult:
+    """The protocol on Ray; with `checkpoint_dir`, saves after every task and resumes from the latest checkpoint;
+    with `pool`, on warm actors from it, handed back at the end."""
+    return run_protocol(cfg, on_task, checkpoint_dir, step=lambda c, d: RayStep(c, d, pool))

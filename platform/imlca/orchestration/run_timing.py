@@ -1,11 +1,14 @@
-"""Wall-clock timing of whole runs, for the `end_to_end` and `task_overhead` benchmarks: a distributed run (Ray
-actors, per-task checkpoints) and the same run in this process. Plain functions returning seconds; here because
-Ray is imported in orchestration/ only. The caller makes sure Ray is up (`ensure_ray`) before timing."""
+"""Wall-clock timing of whole runs, for the `end_to_end`, `task_overhead` and `sweep` benchmarks: a distributed run
+(Ray actors, per-task checkpoints), the same on warm actors, the same run in this process, and when each trial of
+a sweep completed. Here because Ray is imported in orchestration/ only. The caller makes sure Ray is up
+(`ensure_ray`) before timing."""
 from __future__ import annotations
 
 import tempfile
 import time
 from pathlib import Path
+
+from ray import tune
 
 from imlca.config import ExperimentConfig, from_dict
 
@@ -33,3 +36,32 @@ def in_process_run(tree: dict) -> dict:
     from imlca.engine.protocol import run_protocol
 
     return _timed(run_protocol, from_dict(ExperimentConfig, tree))
+
+
+class WarmRuns:
+    """run_distributed one run after another on the same actors (a WorkerPool in this driver, as a sweep's trial
+    process keeps one): a warm trial without Tune and MLflow. `close` ends the actors."""
+
+    def __init__(self):
+        from imlca.orchestration.worker_pool import WorkerPool
+
+        self.pool = WorkerPool()
+
+    def run(self, tree: dict) -> dict:
+        from imlca.orchestration.ray_step import run_distributed
+
+        with tempfile.TemporaryDirectory(prefix="imlca-warm-") as tmp:
+            return _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp), pool=self.pool)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class TrialClock(tune.Callback):
+    """On the driver: when each trial of a sweep completed (perf_counter seconds)."""
+
+    def __init__(self):
+        self.completed: list[float] = []
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.completed.append(time.perf_counter())

@@ -25,6 +25,7 @@ from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
 from imlca.orchestration.storage import folders, join, storage_root
 from imlca.orchestration.tune_cached import cached_trainable
+from imlca.orchestration.worker_pool import process_pool
 from imlca.config.sweep import SchedulerConfig, Sweep
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
@@ -126,7 +127,7 @@ def trainable(params: dict, base_tree: dict) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     try:
-        run_distributed(cfg, on_task=report, checkpoint_dir=root)
+        run_distributed(cfg, on_task=report, checkpoint_dir=root, pool=process_pool())  # the last trial's actors
     except DivergenceError as err:
         record.write_text(json.dumps({"what": err.what, "fix": err.fix, "task": err.task, "epoch": err.epoch}))
         raise
@@ -147,7 +148,7 @@ def build_tuner(sweep: Sweep, callbacks: list) -> tune.Tuner:
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_cfg = tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler, num_samples=cfg.num_samples,
                                max_concurrent_trials=cfg.max_concurrent_trials, search_alg=SEARCHERS.load(cfg.search)(),
-                               reuse_actors=True)  # a trial process keeps torch & co imported for the next
+                               reuse_actors=True)  # a trial process, and its warm actors, serve the next trial
     return tune.Tuner(wrapped_trainable(sweep), param_space=param_space(sweep), tune_config=tune_cfg,
                       run_config=run)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -58,15 +59,38 @@ def s3_server(root: Path, bucket: str = "imlca-test") -> Iterator[S3]:
         stop(proc)
 
 
-def alive_nodes(head: RayHead) -> int:
-    """Alive nodes of the cluster, from its dashboard."""
+def node_states(head: RayHead) -> dict[str, str] | None:
+    """Node id -> raylet state (ALIVE, DEAD) of every node the cluster has known, from its dashboard."""
     request = urllib.request.Request(f"{head.dashboard}/nodes?view=summary", headers=head.auth)
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
             summary = json.loads(reply.read())["data"]["summary"]
-    except (urllib.error.URLError, OSError, KeyError, ValueError):
-        return -1
-    return sum(1 for node in summary if node.get("raylet", {}).get("state") == "ALIVE")
+        return {node["raylet"]["nodeId"]: node["raylet"]["state"] for node in summary}
+    except (urllib.error.URLError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def alive_nodes(head: RayHead) -> int:
+    """Alive nodes of the cluster (-1 while its dashboard does not answer)."""
+    states = node_states(head)
+    return -1 if states is None else sum(1 for state in states.values() if state == "ALIVE")
+
+
+def new_node_alive(head: RayHead, known: set[str]) -> bool:
+    """An alive node that is not in `known`. (Not a count: a SIGKILLed node stays ALIVE in the count until the
+    GCS misses its heartbeats, so a replacement that joins meanwhile would not raise it.)"""
+    states = node_states(head) or {}
+    return any(state == "ALIVE" for node, state in states.items() if node not in known)
+
+
+def known_nodes(head: RayHead, timeout_s: float = 60.0) -> set[str]:
+    """Every node id the cluster has known so far (its dashboard may be slow to answer on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while (states := node_states(head)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the dashboard at {head.dashboard} did not list the nodes in {timeout_s:.0f} s")
+        time.sleep(1)
+    return set(states)
 
 
 @contextmanager
@@ -75,8 +99,8 @@ def ray_worker(head: RayHead, log: Path, num_cpus: int, env: dict[str, str] | No
     """A worker node that cannot see the head's disk, as on a real cluster: `ray start --block` in a mount
     namespace of its own (root only) with an empty tmpfs over `hidden`, which holds the head's Ray session, the
     tests' folders and any head-local storage. Its token comes in the environment (the head's file is hidden).
-    Yields once the cluster counts one more alive node; on exit kills the node's whole session."""
-    before = alive_nodes(head)
+    Yields once the cluster has a new alive node; on exit kills the node's whole session."""
+    known = known_nodes(head)
     agent, agent_grpc, runtime_env_agent, metrics = free_ports(4)
     ray_start = [str(BIN / "ray"), "start", "--block", f"--address={head.address}", "--node-ip-address=127.0.0.1",
                  f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={hidden}/ray-worker",
@@ -88,7 +112,7 @@ def ray_worker(head: RayHead, log: Path, num_cpus: int, env: dict[str, str] | No
     for attempt in range(ATTEMPTS):
         proc = start(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], node_env, log)
         try:
-            wait_for(lambda: alive_nodes(head) > before, "ray worker node", proc, log)
+            wait_for(lambda: new_node_alive(head, known), "ray worker node", proc, log)
             break
         except BaseException as err:  # the tmpfs goes with the namespace's last process
             kill_session(proc.pid)

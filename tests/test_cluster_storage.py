@@ -85,33 +85,40 @@ def test_smoke_sweep_with_s3_storage_runs_on_the_worker_and_is_tracked(two_nodes
         assert {k.rsplit("/", 1)[1] for k in ours} >= {"config.yaml", "results.json"}
 
 
-def wait_for_checkpoint(s3, prefix: str, job: subprocess.Popen, timeout_s: float = JOB_TIMEOUT_S) -> str:
-    """The first task checkpoint a trial stores under `prefix`, as soon as it is in the bucket."""
-    deadline = time.monotonic() + timeout_s
+def wait_for_checkpoint(s3, prefix: str, index: int, job: subprocess.Popen, timeout_s: float = JOB_TIMEOUT_S) -> int:
+    """The highest task checkpoint index under `prefix` once it reaches `index` (its first file suffices)."""
+    client, deadline = s3.client(), time.monotonic() + timeout_s
     while time.monotonic() < deadline and job.poll() is None:
-        found = sorted({k.split("/checkpoint_")[1].split("/")[0] for k in s3.keys(prefix) if "/checkpoint_" in k})
-        if found:
-            return found[-1]
-        time.sleep(0.3)
-    raise AssertionError(f"no checkpoint under s3://{s3.bucket}/{prefix}; job output:\n{job.stdout.read()[-4000:]}")
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
+        found = [int(item["Key"].split("/checkpoint_")[1].split("/")[0])
+                 for page in pages for item in page.get("Contents", []) if "/checkpoint_" in item["Key"]]
+        if found and max(found) >= index:
+            return max(found)
+        time.sleep(0.1)
+    job.kill()
+    raise AssertionError(f"no checkpoint_{index:06d} under s3://{s3.bucket}/{prefix}; job output:\n"
+                         f"{job.communicate()[0][-4000:]}")
 
 
-@pytest.mark.unreliable  # passed under load; on an idle clean clone the resumed trial's line never reached the job log
+@pytest.mark.rehearsal  # deselected by default: 467 s here at load 10-25 (the two trial starts dominate)
 def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_nodes, mlflow_on_s3, s3):
     from imlca.config import ExperimentConfig, from_dict
     from imlca.config.sweep import load_sweep
     from imlca.engine.protocol import run_protocol
 
-    sweep = "tests/data/sweeps/cluster_one_trial.yaml"
+    sweep, run = "tests/data/sweeps/cluster_one_trial.yaml", f"loss-{secrets.token_hex(4)}"
     argv = job_submit_argv(two_nodes.head, ["python", "-m", "imlca", "sweep", sweep],
-                           runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/node-loss"),
-                           f"loss-{secrets.token_hex(4)}")
+                           runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{run}"), run)
     job = subprocess.Popen(argv, env=two_nodes.head.env, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
-        lost_after = int(wait_for_checkpoint(s3, "node-loss/", job))
-        assert lost_after < 2, "the trial finished before its node could be lost"
-        two_nodes.lose_worker()  # SIGKILL: the node's raylet, the trial, its TaskWorker and MergeActor
+        # A trial uploads a task's checkpoint, then Tune's driver registers it (a `save` round trip to the trial)
+        # and only then lets the trial go on: the upload of task 1's checkpoint proves task 0's is registered.
+        # (A kill as soon as task 0's was in the bucket often beat the registration: the trial then restarted
+        # from scratch, as it should, and never printed the resume line.)
+        uploading = wait_for_checkpoint(s3, f"{run}/", 1, job)
+        assert uploading < 2, "the trial reached its last task before its node could be lost"
+        two_nodes.lose_worker()  # SIGKILL to the node's session: its raylet, the trial, TaskWorker, MergeActor
         two_nodes.add_worker()  # a new node, with an empty /tmp: only the bucket holds the trial's state
         output, _ = job.communicate(timeout=JOB_TIMEOUT_S)
     finally:
@@ -119,17 +126,18 @@ def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_node
             job.kill()
             job.wait()
     assert job.returncode == 0, output[-6000:]
-    resumed = re.findall(rf"trial resumes after task (\d+) from its checkpoint {s3.bucket}/node-loss/", output)
-    assert resumed and int(resumed[0]) >= lost_after, output[-6000:]
+    resumed = re.findall(rf"trial resumes after task (\d+) from its checkpoint {s3.bucket}/{run}/", output)
+    assert len(resumed) == 1 and int(resumed[0]) in (0, 1), output[-6000:]  # task 1's if it was registered
     tasks = [task for _, task in task_lines(output)]
-    assert tasks == sorted(set(tasks)) and tasks[-1] == 2  # no task was run again from scratch
+    # Task 0 ran once (no restart from scratch); task 1 ran again only if its checkpoint was not registered.
+    assert tasks.count(0) == 1 and sorted(set(tasks)) == [0, 1, 2] and tasks.count(2) == 1, output[-6000:]
 
     client = MlflowClient(tracking_uri=mlflow_on_s3)
     experiment = client.get_experiment_by_name("imlca").experiment_id
     (parent,) = client.search_runs([experiment], "tags.mlflow.runName LIKE 'cluster_one_trial-%'",
                                    order_by=["attributes.start_time DESC"], max_results=1)
     (trial,) = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert [m.step for m in client.get_metric_history(trial.info.run_id, "avg_acc")] == [0, 1, 2]
+    assert sorted({m.step for m in client.get_metric_history(trial.info.run_id, "avg_acc")}) == [0, 1, 2]
     with tempfile.TemporaryDirectory() as folder:
         results = json.loads(open(client.download_artifacts(trial.info.run_id, "results.json", folder)).read())
     uninterrupted = run_protocol(from_dict(ExperimentConfig, load_sweep(REPO / sweep).base_tree))

@@ -27,7 +27,7 @@ PACKAGE = {"PYTHONPATH": str(REPO / "platform")}
 IDLE_TIMEOUT_MINUTES = 0.25  # 15 s: the rehearsal's 1 minute would only make the test wait
 
 
-@pytest.mark.unreliable  # deselected by default: 1 of 4 runs passed here (load 25-50); see cluster/README.md
+@pytest.mark.rehearsal  # deselected by default: minutes on 2 cores; see cluster/README.md
 def test_gpu_trials_bring_up_gpu_workers_that_go_away_when_idle(tmp_path, s3):
     gcs, dashboard, agent, client = free_ports(4)
     temp_dir = Path(tempfile.mkdtemp(prefix="imlca-fake-", dir="/tmp"))  # short: Ray's socket paths are capped

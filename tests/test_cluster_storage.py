@@ -100,7 +100,7 @@ def wait_for_checkpoint(s3, prefix: str, index: int, job: subprocess.Popen, time
                          f"{job.communicate()[0][-4000:]}")
 
 
-@pytest.mark.rehearsal  # deselected by default: 467 s here at load 10-25 (the two trial starts dominate)
+@pytest.mark.rehearsal  # deselected by default: 436-467 s here at load 10-28 (the two trial starts dominate)
 def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_nodes, mlflow_on_s3, s3):
     from imlca.config import ExperimentConfig, from_dict
     from imlca.config.sweep import load_sweep

@@ -23,7 +23,7 @@ from imlca.engine.checkpoint import latest_checkpoint, task_dir
 from imlca.errors import DivergenceError, UserError
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
-from imlca.orchestration.storage import folders, join, storage_root
+from imlca.orchestration.storage import folders, join, read_text, storage_root, write_text
 from imlca.orchestration.tune_cached import cached_trainable
 from imlca.orchestration.worker_pool import process_pool
 from imlca.config.sweep import SchedulerConfig, Sweep
@@ -105,15 +105,23 @@ def trial_config(base_tree: dict, params: dict) -> ExperimentConfig:
     return from_dict(ExperimentConfig, merge_trees(base_tree, params))
 
 
-DIVERGED = "diverged.json"  # in the trial's folder: the DivergenceError that ended it
+DIVERGED = "diverged"  # <storage>/<experiment>/diverged/<trial id>.json: the DivergenceError that ended a trial
 
 
-def trainable(params: dict, base_tree: dict) -> None:
+def divergence_record(storage: str) -> str:
+    """Where this trial's divergence is recorded: beside Tune's state, on storage every node sees (the trial folder
+    of `get_trial_dir()` is node-local, and a restart in a reused trial process may see another one)."""
+    context = tune.get_context()
+    return join(storage, f"{context.get_experiment_name()}/{DIVERGED}/{context.get_trial_id()}.json")
+
+
+def trainable(params: dict, base_tree: dict, storage: str) -> None:
     """One trial: the run, resumed from Tune's checkpoint when the trial is retried or the sweep restored."""
     cfg = trial_config(base_tree, params)
-    record = Path(tune.get_context().get_trial_dir()) / DIVERGED
-    if record.is_file():  # a retry of a diverged trial: the same seeds would diverge again
-        raise DivergenceError(**json.loads(record.read_text()))
+    record = divergence_record(storage)
+    recorded = read_text(record)
+    if recorded is not None:  # a retry of a diverged trial: the same seeds would diverge again
+        raise DivergenceError(**json.loads(recorded))
     root = Path(tempfile.mkdtemp(prefix="imlca-trial-"))
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -129,7 +137,7 @@ def trainable(params: dict, base_tree: dict) -> None:
     try:
         run_distributed(cfg, on_task=report, checkpoint_dir=root, pool=process_pool())  # the last trial's actors
     except DivergenceError as err:
-        record.write_text(json.dumps({"what": err.what, "fix": err.fix, "task": err.task, "epoch": err.epoch}))
+        write_text(record, json.dumps({"what": err.what, "fix": err.fix, "task": err.task, "epoch": err.epoch}))
         raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -159,7 +167,7 @@ def wrapped_trainable(sweep: Sweep):
         function = tune.with_parameters(cached_trainable, base_tree=sweep.base_tree, variants=cfg.variants(),
                                         cache_uri=cfg.cache_location(storage_root(cfg.storage_path)), metric=cfg.metric, mode=cfg.mode)
     else:
-        function = tune.with_parameters(trainable, base_tree=sweep.base_tree)
+        function = tune.with_parameters(trainable, base_tree=sweep.base_tree, storage=storage_root(cfg.storage_path))
     return tune.with_resources(function, trial_resources(sweep))
 
 

@@ -49,3 +49,12 @@ def test_lambda_sweep_spans_a_log_grid_and_zero_over_three_seeds():
     assert lams[0] == 0.0 and min(lams[1:]) == 0.001 and max(lams) == 100.0
     assert sweep.cfg.space == {"seed": {"grid": [1993, 1994, 1995]}} and sweep.cfg.metric == "val_avg_acc"
     assert len(sweep.cfg.variants()) == len(lams) and sweep.base_tree["data"]["val_fraction"] > 0
+
+
+def test_no_reference_row_when_the_key_changes_im_ca(tmp_path):
+    # a trajectory key (here: its IM+CA differs between the values of one seed) has no single IM+CA reference
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp")
+    log_run(tracker, 0.1, 1993, val=70.0, test=66.0, ca=(69.0, 65.0))
+    log_run(tracker, 10.0, 1993, val=71.0, test=75.0, ca=(60.0, 61.0))
+    (by_value,) = collect_values(tracker, "align.lam").values()
+    assert set(by_value) == {"0.1", "10.0"}

@@ -27,6 +27,7 @@ def collect_values(tracker: Tracker, key: str, parent: str | None = None) -> dic
     runs = tracker.client.search_runs([tracker.experiment_id], filter_string=query, order_by=["start_time ASC"],
                                       max_results=50000)
     table: dict = defaultdict(lambda: defaultdict(dict))
+    references: dict = defaultdict(lambda: defaultdict(list))  # group → seed → IM+CA's metrics of every run
     for run in runs:
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
         if tags.get("imlca.kind") not in ("run", "trial") or SELECT_ON not in metrics or key not in params:
@@ -34,8 +35,12 @@ def collect_values(tracker: Tracker, key: str, parent: str | None = None) -> dic
         group, seed = (tags["benchmark"], tags["merge_rule"]), int(tags["seed"])
         table[group][params[key]][seed] = {m: metrics[m] for m, _ in COLUMNS if m in metrics}
         if f"{REFERENCE}/{SELECT_ON}" in metrics:
-            table[group]["IM+CA"][seed] = {m: metrics[f"{REFERENCE}/{m}"] for m, _ in COLUMNS
-                                           if f"{REFERENCE}/{m}" in metrics}
+            references[group][seed].append({m: metrics[f"{REFERENCE}/{m}"] for m, _ in COLUMNS
+                                            if f"{REFERENCE}/{m}" in metrics})
+    for group, seeds in references.items():
+        # a reference only where the key leaves IM+CA alone (align.lam does; train.lr changes the trajectory)
+        if all(all(r == runs[0] for r in runs) for runs in seeds.values()):
+            table[group]["IM+CA"] = {seed: runs[0] for seed, runs in seeds.items()}
     return table
 
 

@@ -127,3 +127,23 @@ def test_bad_input_is_one_line_and_runs_nothing(argv, message, capsys, monkeypat
     assert main(["bench", *argv]) == 2
     out, err = capsys.readouterr()
     assert err == message + "\n" and out == ""
+
+
+def test_end_to_end_bare_side_is_the_in_process_run_in_a_new_process():
+    """`end_to_end`'s reference: run_protocol in a new Python process (imports included), one thread, as the
+    TaskWorker; same accuracy matrices as the run in this process, a time per task within the total."""
+    from imlca.bench.end_to_end import bare_run
+    from imlca.bench.environment import TINY, experiment_tree
+    from imlca.config import ExperimentConfig, from_dict
+    from imlca.engine.protocol import run_protocol
+
+    tree = experiment_tree(TINY, 1)
+    bare = bare_run(tree)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = run_protocol(from_dict(ExperimentConfig, tree))
+    finally:
+        torch.set_num_threads(threads)
+    assert bare["acc"] == here.acc
+    assert len(bare["tasks"]) == 3 and all(t > 0 for t in bare["tasks"]) and sum(bare["tasks"]) <= bare["total"]

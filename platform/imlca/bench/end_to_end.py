@@ -1,10 +1,12 @@
 """`end_to_end` and `task_overhead`: what the platform costs around a whole run.
 
 One embedded-size run (the embedded default's model, Lite0 with LoRA r=8 at 64 px, on the synthetic images: 3
-tasks) through the platform, `run_distributed` (a TaskWorker and a MergeActor, a checkpoint after every task,
-actor start-up included; the Ray cluster is up beforehand, as on a warm cluster), against the same computation in
-one process, `run_protocol` without checkpoints (the torch + peft loop with nothing around it), with as many torch
-threads as the TaskWorker holds CPUs. The two are run alternately; the accuracy matrices must agree.
+tasks of 8 epochs, about a minute) through the platform, `run_distributed` (a TaskWorker and a MergeActor, a
+checkpoint after every task, actor start-up included; the Ray cluster is up beforehand, as on a warm cluster),
+against the same computation as a bare script: a new Python process running `run_protocol` without checkpoints
+(the torch + peft loop with nothing around it), its interpreter start and imports included as the actors' are,
+with as many torch threads as the TaskWorker holds CPUs. The two are run alternately; the accuracy matrices must
+agree.
 
 - `end_to_end`: platform run time / in-process run time.
 - `task_overhead`: per task after the first (the first one includes start-up), the platform's extra wall time as
@@ -14,10 +16,17 @@ threads as the TaskWorker holds CPUs. The two are run alternately; the accuracy 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
+import time
 
 from imlca.bench.environment import LITE0, experiment_tree
 from imlca.bench.measure import Measurement, Settings, divide
+
+EPOCHS = 8  # per task: the run takes about a minute, so start-up is measured but does not dominate
 
 _RUNS: dict[tuple, dict] = {}  # Settings → {"platform": [...], "bare": [...]} measured in this process
 
@@ -25,20 +34,49 @@ _RUNS: dict[tuple, dict] = {}  # Settings → {"platform": [...], "bare": [...]}
 def embedded_tree(settings: Settings) -> dict:
     tree = experiment_tree(LITE0, settings.threads)
     tree["align"] = {"samples_per_class": 128, "epochs": 2}
+    tree["train"] = {**tree["train"], "epochs": EPOCHS}
     return copy.deepcopy(tree)
+
+
+def bare_run(tree: dict) -> dict:
+    """`run_protocol` in a new process (`python -m imlca.bench.end_to_end`, the tree on stdin), timed from its
+    start: → {"total": s, "tasks": [s per task, from the start / the previous task], "acc": ...}."""
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "imlca.bench.end_to_end"], input=json.dumps(tree), text=True,
+                          capture_output=True, env=os.environ.copy(), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the in-process run failed: {done.stderr[-2000:]}")
+    child = json.loads(done.stdout.splitlines()[-1])
+    stamps = child["stamps"]  # time.time() after each task, in the child
+    return {"total": time.time() - start, "tasks": [b - a for a, b in zip([start, *stamps[:-1]], stamps)],
+            "acc": child["acc"]}
+
+
+def _bare_main() -> None:
+    """The child of `bare_run`: the run, then one JSON line (task end times, accuracy matrices) on stdout."""
+    import torch
+
+    from imlca.config import ExperimentConfig, from_dict
+    from imlca.engine.protocol import run_protocol
+
+    tree = json.loads(sys.stdin.read())
+    torch.set_num_threads(max(1, int(tree["resources"]["num_cpus"])))  # as the TaskWorker sets its own
+    stamps: list[float] = []
+    result = run_protocol(from_dict(ExperimentConfig, tree), on_task=lambda report: stamps.append(time.time()))
+    print(json.dumps({"stamps": stamps, "acc": result.acc}))
 
 
 def measured_runs(settings: Settings) -> dict:
     key = (settings.quick, settings.threads)
     if key not in _RUNS:
         from imlca.orchestration.cluster import ensure_ray  # Ray lives in orchestration/
-        from imlca.orchestration.run_timing import distributed_run, in_process_run
+        from imlca.orchestration.run_timing import distributed_run
 
         ensure_ray(max(2, settings.threads))
         tree, repeats = embedded_tree(settings), 1 if settings.quick else 2
         runs = {"platform": [], "bare": []}
         for _ in range(repeats):
-            runs["bare"].append(in_process_run(tree))
+            runs["bare"].append(bare_run(tree))
             runs["platform"].append(distributed_run(tree))
         _RUNS[key] = {"runs": runs, "tree": tree, "repeats": repeats}
     return _RUNS[key]
@@ -56,8 +94,9 @@ def bench_end_to_end(settings: Settings) -> Measurement:
     ratio = divide(timings["platform"], timings["bare"])
     details = {"tasks": len(runs["bare"][0]["tasks"]), "repeats": measured["repeats"], "config": measured["tree"],
                "task_seconds": {side: [r["tasks"] for r in runs[side]] for side in runs}}
-    note = (f"Lite0 r=8 at 64 px, {details['tasks']} tasks, {settings.threads} thread(s): run_distributed with "
-            f"checkpoints {timings['platform']:.1f} s vs run_protocol in-process {timings['bare']:.1f} s")
+    note = (f"Lite0 r=8 at 64 px, {details['tasks']} tasks x {EPOCHS} epochs, {settings.threads} thread(s): "
+            f"run_distributed with checkpoints {timings['platform']:.1f} s vs run_protocol in a new process "
+            f"{timings['bare']:.1f} s (imports included on both sides)")
     return Measurement(ratio, timings, {"platform_vs_in_process": ratio}, {"same_accuracies": _same_results(runs)},
                        details, note=note)
 
@@ -75,3 +114,7 @@ def bench_task_overhead(settings: Settings) -> Measurement:
             f"{timings['bare_task_median']:.2f} s per task (median); the overhead can be negative under noise")
     return Measurement(fraction, timings, {"per_task_fractions": max(fractions)},
                        {"same_accuracies": _same_results(runs)}, {"fractions": fractions}, note=note)
+
+
+if __name__ == "__main__":
+    _bare_main()

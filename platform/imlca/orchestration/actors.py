@@ -83,10 +83,13 @@ class TaskWorker:
     def train(self, task: int, merged: dict) -> dict:
         return output_to_wire(self.runner.train(task, to_torch(merged)))
 
+    def train_from(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict:
+        """`train` from a MergeActor's `integrate` result, without a `merged` call to it (it may be saving)."""
+        return self.train(task, merged_and_heads[0])
+
     def evaluate(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict[str, dict[str, list[float]]]:
         merged, heads = merged_and_heads
         return self.runner.evaluate(task, to_torch(merged), heads_to_torch(heads))
-
 
     def robustness(self, merged_and_heads: tuple[dict, dict]) -> dict[str, float]:
         merged, heads = merged_and_heads
@@ -97,6 +100,8 @@ class TaskWorker:
 class MergeActor:
     def __init__(self):
         from imlca.engine.state import MergeState  # core only: no timm, peft or data loaders in this actor
+        import torch._dynamo  # noqa: F401  torch.optim's first optimizer imports it (2.5 s here): at start-up,
+        # beside the TaskWorker's imports, not inside the first alignment (task 1)
 
         self.make_state = MergeState
         self.run_id, self._state, self.checkpoint_dir = None, None, None

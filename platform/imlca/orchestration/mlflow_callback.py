@@ -3,11 +3,15 @@
 Ray here, MLflow behind `imlca.tracking.store.Tracker`. A restored sweep (`Tuner.restore`) gets the callback as it
 was built, so the parent run id is kept in a file in the experiment folder; trial runs are found again by their
 trial-id tag, and steps an earlier driver already logged are not logged twice: no duplicate runs or points.
+
+A finished trial's files and figures (about a second of exporting and PNG rendering) are written by one background
+thread of the driver, so that Tune starts the next trial meanwhile; the sweep's end waits for them.
 """
 from __future__ import annotations
 
 import json
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ray import tune
@@ -42,9 +46,12 @@ class MlflowSweepCallback(tune.Callback):
         self.logged: dict[str, int] = {}  # trial id → last step in MLflow
         self._tracker: Tracker | None = None
         self._monitor = None  # MLflow's system-metrics sampler on the parent run (this machine's CPU, memory)
+        self._exporter: ThreadPoolExecutor | None = None  # finished trials' outputs, one at a time, in order
+        self._exports: list[Future] = []
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()} | {"_tracker": None, "_monitor": None}
+        return {k: v for k, v in self.__dict__.items()} | {"_tracker": None, "_monitor": None, "_exporter": None,
+                                                            "_exports": []}
 
     @property
     def tracker(self) -> Tracker:
@@ -115,13 +122,28 @@ class MlflowSweepCallback(tune.Callback):
         if run_id is None:
             return
         self._end_variants(trial, "FINISHED")
-        if trial.checkpoint is not None:
-            cfg = trial_config(self.base_tree, trial.config)
-            with trial.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+        if self._exporter is None:
+            self._exporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imlca-mlflow-export")
+        self._exports.append(self._exporter.submit(self._finish_trial, run_id, trial.checkpoint,
+                                                   trial_config(self.base_tree, trial.config)))
+
+    def _finish_trial(self, run_id: str, checkpoint, cfg) -> None:
+        """The trial's artifacts from its last checkpoint (config, results, tensors, model, figures), then FINISHED."""
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
                 export_checkpoint(Path(folder), cfg, Path(out))
                 export_run_folder(Path(out), cfg)
                 log_run_outputs(self.tracker, run_id, Path(out))
         self.tracker.end_run(run_id, "FINISHED")
+
+    def _wait_for_exports(self) -> None:
+        """Every finished trial's outputs are in MLflow; an export's error is raised here."""
+        exports, self._exports = self._exports, []
+        if self._exporter is not None:
+            self._exporter.shutdown(wait=True)
+            self._exporter = None
+        for export in exports:
+            export.result()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.runs:
@@ -129,6 +151,7 @@ class MlflowSweepCallback(tune.Callback):
             self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
     def on_experiment_end(self, trials, **info) -> None:
+        self._wait_for_exports()
         if self.parent_id is None:
             return
         if self._monitor is not None:

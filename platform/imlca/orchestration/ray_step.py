@@ -78,6 +78,7 @@ class RayStep:
             ActorPair(self.worker, self.merger).kill()
             raise
         self.state_ref = None  # (merged, heads) after the latest merge, as an object ref
+        self.ahead: dict = {}  # task → its training, started from the last merge while the merger saved
 
     def _configure(self) -> None:
         """Point both actors at this run: a no-op for an actor already on it, a rebuild for a restarted one."""
@@ -109,7 +110,10 @@ class RayStep:
 
     def _task(self, task: int) -> dict:
         """Train → merge + align → evaluate → record, actor to actor. Only the report reaches the driver."""
-        self.state_ref = self.merger.integrate.remote(self.worker.train.remote(task, self.merger.merged.remote()))
+        trained = self.ahead.pop(task, None)  # a retry (after a lost actor) trains again
+        if trained is None:
+            trained = self.worker.train.remote(task, self.merger.merged.remote())
+        self.state_ref = self.merger.integrate.remote(trained)
         return ray.get(self.merger.record.remote(task, self.worker.evaluate.remote(task, self.state_ref)))
 
     def _retrying(self, task: int, call):
@@ -137,6 +141,11 @@ class RayStep:
         return ray.get(self.worker.robustness.remote(self.state_ref))
 
     def save(self, task: int) -> None:
+        """Checkpoint after `task`; meanwhile the TaskWorker already trains the next task from this merge (the
+        same call `_task` would make next: every task's seeds are its own), so the checkpoint write and what
+        the caller does with it (Tune's report, an upload to the bucket) cost no training time."""
+        if task + 1 < self.num_tasks:
+            self.ahead = {task + 1: self.worker.train_from.remote(task + 1, self.state_ref)}
         self._retrying(task, lambda: self._save(task))
 
     def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:

@@ -144,10 +144,16 @@ class RayHead:
     env: dict[str, str]  # for the cluster's clients: token auth on, this cluster's token
     token: str
     log: Path
+    agent: str  # http://127.0.0.1:<port> of the head node's dashboard agent, which runs the jobs
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def ready(self) -> bool:
+        """The job API answers, and the agent it hands jobs to too."""
+        return (http_status(f"{self.agent}/api/healthz", self.auth) == 200
+                and http_status(f"{self.dashboard}/api/jobs/", self.auth) == 200)
 
 
 def job_submit_argv(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: str,
@@ -167,6 +173,10 @@ def submit_job(head: RayHead, entrypoint: list[str], runtime_env: dict, job_id: 
     return subprocess.run(argv, env=env or head.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+HEAD_ATTEMPTS = 3  # `ray start --head` can exit at start on a busy 2-core machine (its raylet's fixed 30 s to
+# register with the GCS, its dashboard's start): a head that exited is started again on new ports
+
+
 @contextmanager
 def ray_head(root: Path, num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[RayHead]:
     """`ray start --head --block` on 127.0.0.1 with token authentication, its own token and a short temp dir
@@ -174,30 +184,42 @@ def ray_head(root: Path, num_cpus: int = 2, env: dict[str, str] | None = None) -
 
     Only the dashboard listens on 127.0.0.1: Ray maps --node-ip-address=127.0.0.1 to the machine's address, and
     the GCS and raylet listen on every interface, so the token is what keeps other machines out."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
     token = secrets.token_hex(32)  # the form `ray get-auth-token --generate` writes
     token_file = root / "ray_auth_token"
     token_file.write_text(token)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), **(env or {}))
+    for attempt in range(HEAD_ATTEMPTS):
+        head, proc = _start_head(root, num_cpus, env, token)
+        try:
+            wait_for(head.ready, "ray head", proc, head.log)
+            break
+        except BaseException as err:
+            _stop_head(head, proc)
+            if attempt == HEAD_ATTEMPTS - 1 or not isinstance(err, RuntimeError):
+                raise
+    try:
+        yield head
+    finally:
+        _stop_head(head, proc)
+
+
+def _start_head(root: Path, num_cpus: int, env: dict[str, str], token: str) -> tuple[RayHead, subprocess.Popen]:
+    temp_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
     # Every port Ray would otherwise take at a fixed default (6379, 8265, 52365, 10001) is a free one: other
     # clusters may run on this machine (another test session, the dashboard agent of this one's `ray_cluster`).
     gcs, dashboard, agent, client = free_ports(4)
-    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, token, root / "ray-head.log")
+    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, token, root / "ray-head.log",
+                   f"http://127.0.0.1:{agent}")
     proc = start([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                   f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
                   f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--include-dashboard=true"], env, head.log)
+    return head, proc
 
-    def ready() -> bool:  # jobs are handed to the head node's agent: wait for it too
-        return (http_status(f"http://127.0.0.1:{agent}/api/healthz", head.auth) == 200
-                and http_status(f"{head.dashboard}/api/jobs/", head.auth) == 200)
 
-    try:
-        wait_for(ready, "ray head", proc, head.log)
-        yield head
-    finally:
-        stop(proc, whole_group=False)  # a SIGTERM to the whole group stalls `ray start`'s drain-and-shutdown
-        shutil.rmtree(temp_dir, ignore_errors=True)
+def _stop_head(head: RayHead, proc: subprocess.Popen) -> None:
+    stop(proc, whole_group=False)  # a SIGTERM to the whole group stalls `ray start`'s drain-and-shutdown
+    shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 def kill_session(sid: int, grace_s: float = 5.0, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO
 from cluster_nodes import alive_nodes
-from servers import RayHead, clean_env, free_ports, http_status, kill_session, log_tail, start, submit_job, wait_for
+from servers import RayHead, clean_env, free_ports, kill_session, log_tail, start, submit_job, wait_for
 
 JOB_TIMEOUT_S = 600
 SWEEP = ["python", "-m", "imlca", "sweep", str(REPO / "tests" / "data" / "sweeps" / "cluster_gpu.yaml")]
@@ -39,16 +39,15 @@ def test_gpu_trials_bring_up_gpu_workers_that_go_away_when_idle(tmp_path, s3):
     (tmp_path / "auth_token").write_text(token)
     env = clean_env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="token",
                     RAY_AUTH_TOKEN_PATH=str(tmp_path / "auth_token"), IMLCA_AUTOSCALING="1", **s3.env)
-    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, token, tmp_path / "head.log")
+    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, token, tmp_path / "head.log",
+                   f"http://127.0.0.1:{agent}")
     proc = start([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                   "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
                   f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
                   f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--num-cpus=1", "--num-gpus=0",
                   f"--autoscaling-config={tmp_path / 'autoscaling.yaml'}"], env, head.log)
     try:
-        wait_for(lambda: (http_status(f"http://127.0.0.1:{agent}/api/healthz", head.auth) == 200
-                          and http_status(f"{head.dashboard}/api/jobs/", head.auth) == 200), "fake cluster head",
-                 proc, head.log)
+        wait_for(head.ready, "fake cluster head", proc, head.log)
         assert alive_nodes(head) == 1
         local = submit_job(head, SWEEP, {"env_vars": PACKAGE}, f"local-{secrets.token_hex(4)}", JOB_TIMEOUT_S,
                            working_dir=None)

@@ -8,7 +8,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+from conftest import REPO, TINY
 
 
 def sweep_file(tmp_path) -> str:
@@ -60,9 +60,39 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path):
     assert sorted(r.data.params["align.lam"] for r in runs) == ["0.1", "0.3", "0.5"]
     for run in runs:
         assert run.info.status == "FINISHED"
+        # every trial's outputs, also one whose export a killed driver never ran (the resumed sweep's end does)
+        assert {"config.yaml", "results.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
         steps = {m.step for m in client.get_metric_history(run.info.run_id, "A_t")}
         assert steps == {0, 1, 2}
     parents = [r for r in client.search_runs([runs[0].info.experiment_id]) if r.data.tags.get("imlca.kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     experiments = list((tmp_path / "ray_results").iterdir())
     assert len(experiments) == 1  # resumed in place, not a second experiment
+
+
+def test_the_end_of_a_resumed_sweep_finishes_runs_a_killed_driver_left_running(tmp_path):
+    """A trial Tune finished whose export (a driver thread) died with the driver: its run is still RUNNING, and
+    Tune will not run the trial again. The resumed sweep's end finishes it; runs of unfinished trials stay."""
+    from ray.tune.experiment import Trial
+
+    from imlca.config.loading import read_config_tree
+    from imlca.orchestration.mlflow_callback import MlflowSweepCallback
+    from imlca.tracking.store import TRIAL_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = read_config_tree(TINY)
+    callback = MlflowSweepCallback(uri, "resume-test", "s", {}, base, str(tmp_path / "experiment"))
+    callback.setup()
+    trials = {status: Trial("imlca_trial", config={"align.lam": 0.1}, trial_id=f"t-{status.lower()}", stub=True)
+              for status in (Trial.TERMINATED, Trial.ERROR)}
+    client = MlflowClient(tracking_uri=uri)
+    for status, trial in trials.items():
+        trial.set_status(status)
+        callback.tracker.start_run(trial.trial_id, {}, {TRIAL_TAG: trial.trial_id}, callback.parent_id)
+    resumed = MlflowSweepCallback(uri, "resume-test", "s", {}, base, str(tmp_path / "experiment"))  # a new driver
+    resumed.setup()
+    assert resumed.parent_id == callback.parent_id
+    resumed.on_experiment_end(list(trials.values()))
+    status = {t.trial_id: client.get_run(callback.tracker.find_trial_run(callback.parent_id, t.trial_id)).info.status
+              for t in trials.values()}
+    assert status == {"t-terminated": "FINISHED", "t-error": "RUNNING"}

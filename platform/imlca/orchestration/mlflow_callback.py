@@ -5,7 +5,9 @@ was built, so the parent run id is kept in a file in the experiment folder; tria
 trial-id tag, and steps an earlier driver already logged are not logged twice: no duplicate runs or points.
 
 A finished trial's files and figures (about a second of exporting and PNG rendering) are written by one background
-thread of the driver, so that Tune starts the next trial meanwhile; the sweep's end waits for them.
+thread of the driver, so that Tune starts the next trial meanwhile; the sweep's end waits for them. A driver killed
+before a finished trial's export leaves its run RUNNING: the resumed sweep's end exports it from the trial's last
+checkpoint (Tune does not run a finished trial again).
 """
 from __future__ import annotations
 
@@ -150,10 +152,20 @@ class MlflowSweepCallback(tune.Callback):
             self._end_variants(trial, "FAILED")
             self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
+    def _finish_left_running(self, trials) -> None:
+        """Trials Tune finished whose run is still RUNNING: a killed driver never ran their export."""
+        for trial in trials:
+            if trial.status != "TERMINATED":
+                continue
+            run_id = self.runs.get(trial.trial_id) or self.tracker.find_trial_run(self.parent_id, trial.trial_id)
+            if run_id is not None and self.tracker.status(run_id) == "RUNNING":
+                self._finish_trial(run_id, trial.checkpoint, trial_config(self.base_tree, trial.config))
+
     def on_experiment_end(self, trials, **info) -> None:
         self._wait_for_exports()
         if self.parent_id is None:
             return
+        self._finish_left_running(trials)
         if self._monitor is not None:
             self._monitor.finish()
         page = finish_sweep(self.tracker, self.parent_id, f"imlca sweep {self.sweep_name}", self.metric, self.mode)

@@ -141,6 +141,10 @@ class Tracker:
             f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"))
         return runs[0].info.run_id if runs else None
 
+    def status(self, run_id: str) -> str:
+        """RUNNING, FINISHED, FAILED or KILLED."""
+        return self.client.get_run(run_id).info.status
+
     def last_step(self, run_id: str, metric: str) -> int:
         """The highest step logged for `metric` (-1 when none)."""
         return max((m.step for m in self.client.get_metric_history(run_id, metric)), default=-1)

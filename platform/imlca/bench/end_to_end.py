@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def bare_run(tree: dict) -> dict:
     start: → {"total": s, "tasks": [s per task, from the start / the previous task], "acc": ...}."""
     start = time.time()
     done = subprocess.run([sys.executable, "-m", "imlca.bench.end_to_end"], input=json.dumps(tree), text=True,
-                          capture_output=True, env=os.environ.copy(), check=False)
+                          capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the in-process run failed: {done.stderr[-2000:]}")
     child = json.loads(done.stdout.splitlines()[-1])

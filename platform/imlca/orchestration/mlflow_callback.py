@@ -50,10 +50,11 @@ class MlflowSweepCallback(tune.Callback):
         self._monitor = None  # MLflow's system-metrics sampler on the parent run (this machine's CPU, memory)
         self._exporter: ThreadPoolExecutor | None = None  # finished trials' outputs, one at a time, in order
         self._exports: list[Future] = []
+        self._exported: set[str] = set()  # trials this driver exported (the others are checked at the sweep's end)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items()} | {"_tracker": None, "_monitor": None, "_exporter": None,
-                                                            "_exports": []}
+                                                            "_exports": [], "_exported": set()}
 
     @property
     def tracker(self) -> Tracker:
@@ -128,6 +129,7 @@ class MlflowSweepCallback(tune.Callback):
             self._exporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imlca-mlflow-export")
         self._exports.append(self._exporter.submit(self._finish_trial, run_id, trial.checkpoint,
                                                    trial_config(self.base_tree, trial.config)))
+        self._exported.add(trial.trial_id)
 
     def _finish_trial(self, run_id: str, checkpoint, cfg) -> None:
         """The trial's artifacts from its last checkpoint (config, results, tensors, model, figures), then FINISHED."""
@@ -155,7 +157,7 @@ class MlflowSweepCallback(tune.Callback):
     def _finish_left_running(self, trials) -> None:
         """Trials Tune finished whose run is still RUNNING: a killed driver never ran their export."""
         for trial in trials:
-            if trial.status != "TERMINATED":
+            if trial.status != "TERMINATED" or trial.trial_id in self._exported:
                 continue
             run_id = self.runs.get(trial.trial_id) or self.tracker.find_trial_run(self.parent_id, trial.trial_id)
             if run_id is not None and self.tracker.status(run_id) == "RUNNING":

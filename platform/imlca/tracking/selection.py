@@ -39,8 +39,8 @@ def collect_values(tracker: Tracker, key: str, parent: str | None = None) -> dic
                                             if f"{REFERENCE}/{m}" in metrics})
     for group, seeds in references.items():
         # a reference only where the key leaves IM+CA alone (align.lam does; train.lr changes the trajectory)
-        if all(all(r == runs[0] for r in runs) for runs in seeds.values()):
-            table[group]["IM+CA"] = {seed: runs[0] for seed, runs in seeds.items()}
+        if all(all(row == rows[0] for row in rows) for rows in seeds.values()):
+            table[group]["IM+CA"] = {seed: rows[0] for seed, rows in seeds.items()}
     return table
 
 

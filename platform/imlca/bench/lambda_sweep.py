@@ -2,9 +2,13 @@
 alignments) vs one run plus k alignments done directly.
 
 The sweep side is what a user runs: `launch_sweep` of a sweep whose align_space holds k values of align.lam, with
-an empty trajectory cache, so it fine-tunes once (in a Ray task, as any cached trial does), aligns and scores every λ
-and logs k MLflow runs. The reference is one run as a plain trial computes it (`run_distributed`) plus k replays of
-the alignment on a trajectory computed beforehand (merge, align, score cached features), timed in this process.
+an empty trajectory cache, so it fine-tunes once (in the trial process, as any cached trial does), aligns and
+scores every λ and logs k MLflow runs. The reference is one run as a plain trial computes it (`run_distributed`)
+plus k replays of the alignment (merge, align, score cached features) on the trajectory that sweep stored, timed
+in this process. Both sides run the end_to_end row's embedded-size experiment (about a minute), also in `--quick`:
+on a run of seconds the sweep would measure Tune's start-up and the imports of one more process, not a sweep.
+Before timing, one tiny run starts Ray's worker processes and the MLflow store holds the experiment, as on a
+cluster that has run a sweep before.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from imlca.bench.environment import LITE0, TINY, experiment_tree
-from imlca.bench.measure import Measurement, Settings, divide, rounds, wall
+from imlca.bench.end_to_end import embedded_tree
+from imlca.bench.environment import TINY, experiment_tree
+from imlca.bench.measure import Measurement, Seconds, Settings, divide, rounds
 from imlca.bench.sweep_overhead import environment
 
 KEY = "align.lam"
@@ -40,44 +45,63 @@ def alignments(tree: dict, trajectory) -> float:
     return time.perf_counter() - start
 
 
-def lambda_sweep(tree: dict, root: Path, codes: list[int]) -> None:
-    from imlca.config.sweep import Sweep, SweepConfig
+def sweep_config(storage: str):
+    from imlca.config.sweep import SweepConfig
+
+    return SweepConfig(align_space={KEY: {"grid": VALUES}}, max_failures=0, storage_path=storage)
+
+
+def lambda_sweep(tree: dict, storage: str, codes: list[int]) -> None:
+    from imlca.config.sweep import Sweep
     from imlca.orchestration.launch import launch_sweep
 
-    storage = tempfile.mkdtemp(dir=root)  # a fresh trajectory cache: the sweep pays for its fine-tuning
-    cfg = SweepConfig(align_space={KEY: {"grid": VALUES}}, max_failures=0, storage_path=storage)
     with contextlib.redirect_stdout(io.StringIO()):
-        codes.append(launch_sweep(Sweep(cfg, "bench-lambda", tree)))
+        codes.append(launch_sweep(Sweep(sweep_config(storage), "bench-lambda", tree)))
+
+
+def stored_trajectory(tree: dict, storage: str):
+    """The trajectory the sweep with this storage fine-tuned, from its cache."""
+    from imlca.engine.trajectory_cache import TrajectoryCache, trajectory_fingerprint
+    from imlca.orchestration.storage import storage_root
+    from imlca.orchestration.tune_sweep import trial_config
+
+    cache = TrajectoryCache(sweep_config(storage).cache_location(storage_root(storage)))
+    return cache.load(trajectory_fingerprint(trial_config(tree, {})))
 
 
 def bench_lambda_sweep(settings: Settings) -> Measurement:
-    from imlca.engine.trajectory import compute_trajectory
     from imlca.orchestration.cluster import ensure_ray
     from imlca.orchestration.tune_sweep import trial_config
+    from imlca.tracking.store import Tracker
 
-    tree = experiment_tree(TINY if settings.quick else LITE0, 1)
-    repeats = 1 if settings.quick else 2
+    tree, repeats = embedded_tree(settings), 1 if settings.quick else 2
     ensure_ray(max(2, settings.threads))
     codes: list[int] = []
     with tempfile.TemporaryDirectory(prefix="imlca-bench-lambda-") as tmp, environment(
             MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
             TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0"):
-        root = Path(tmp)
-        trajectory = compute_trajectory(trial_config(tree, {}))
-        one_run(tree, root)  # warm-up: Ray's worker processes and imports
+        root, storages = Path(tmp), []
+        Tracker(f"sqlite:///{tmp}/mlflow.db", trial_config(tree, {}).tracking.experiment)
+        one_run(experiment_tree(TINY, 1), root)  # warm-up: Ray's worker processes
 
-        def reference():
+        def sweep() -> Seconds:
+            storages.append(tempfile.mkdtemp(dir=root))  # a fresh trajectory cache: the sweep fine-tunes
+            start = time.perf_counter()
+            lambda_sweep(tree, storages[-1], codes)
+            return {"lambda_sweep": time.perf_counter() - start}
+
+        def reference() -> Seconds:
             start = time.perf_counter()
             one_run(tree, root)
             run_s = time.perf_counter() - start
-            return {"one_run": run_s, "k_alignments": alignments(tree, trajectory)}
+            return {"one_run": run_s, "k_alignments": alignments(tree, stored_trajectory(tree, storages[-1]))}
 
-        timings = rounds([reference, wall("lambda_sweep", lambda: lambda_sweep(tree, root, codes))], repeats,
-                         warmup=0)
+        timings = rounds([sweep, reference], repeats, warmup=0)
     ratio = divide(timings["lambda_sweep"], timings["one_run"] + timings["k_alignments"])
     details = {"k": len(VALUES), "values": VALUES, "model": tree["model"]["backbone"], "repeats": repeats,
                "image_size": tree["data"]["image_size"], "epochs": tree["train"]["epochs"]}
     note = (f"{len(VALUES)} values of {KEY} in one grouped trial (Tune + MLflow, empty trajectory cache) vs "
-            "run_distributed once + k alignments on a cached trajectory")
+            f"run_distributed once + k alignments on its stored trajectory; Lite0 r=8 at 64 px, 3 tasks x "
+            f"{tree['train']['epochs']} epochs")
     return Measurement(ratio, timings, {"lambda_sweep": ratio}, {"sweeps_succeeded": all(c == 0 for c in codes)},
                        details, note=note)

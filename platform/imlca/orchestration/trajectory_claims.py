@@ -1,9 +1,8 @@
-"""Who trains a trajectory that several trials need, and where it is trained (Ray side of the trajectory cache).
+"""Who trains a trajectory that several trials need (Ray side of the trajectory cache).
 
 `ClaimBoard` is one named, detached actor per cluster (no CPU): `claim(fingerprint)` is true for exactly one caller
 until that caller releases it, so concurrent trials needing the same trajectory train it once; the others poll the
 cache (`engine.trajectory_cache.obtain`). A claim whose holder died is taken over after `LEASE_S`.
-`compute_on_worker` fine-tunes a trajectory in a Ray task holding the trial's worker resources.
 """
 from __future__ import annotations
 
@@ -12,9 +11,6 @@ import time
 
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-from imlca.config import ExperimentConfig, from_dict, to_dict
-from imlca.engine.trajectory import Trajectory
 
 BOARD, NAMESPACE = "imlca-trajectory-claims", "imlca"
 LEASE_S = 6 * 3600.0  # longer than any trajectory takes to train; only a crashed holder's claim ever expires
@@ -51,21 +47,3 @@ class RayClaims:
 
     def release(self, fingerprint: str) -> None:
         ray.get(self.board.release.remote(fingerprint))
-
-
-@ray.remote
-def _trajectory_task(cfg_tree: dict, threads: int) -> Trajectory:
-    import torch
-
-    from imlca.engine.trajectory import compute_trajectory
-
-    torch.set_num_threads(max(1, threads))  # the CPUs this task holds, not the node's core count
-    return compute_trajectory(from_dict(ExperimentConfig, cfg_tree))
-
-
-def compute_on_worker(cfg: ExperimentConfig) -> Trajectory:
-    """The trajectory, fine-tuned in a Ray task with `resources.num_cpus`/`num_gpus` (inside a Tune trial: its
-    placement group's worker bundle)."""
-    r = cfg.resources
-    task = _trajectory_task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_retries=2)
-    return ray.get(task.remote(to_dict(cfg), max(1, math.floor(r.num_cpus))))

@@ -1,22 +1,25 @@
 """Tune trials on the trajectory cache: one fine-tuning per distinct trajectory, every align_space value per trial.
 
-A trial takes its backbone trajectory from the cache (or trains it once, in a Ray task on its worker bundle, while
-concurrent trials needing the same one wait: `RayClaims`), then replays each alignment variant on it task by task
-(merge, align, score cached features) and reports after every task. With `align_space`, the report holds every
+A trial takes its backbone trajectory from the cache (or trains it once, while concurrent trials needing the same
+one wait: `RayClaims`), then replays each alignment variant on it task by task (merge, align, score cached
+features) and reports after every task. The trial process itself holds the worker's resources (`trial_resources`)
+and trains in-process: no second process to start and import torch, timm and peft in, and with Tune's
+`reuse_actors` the next trial of the sweep (another seed, say) trains in an already warm process. With `align_space`, the report holds every
 variant's own report under `variants` (each becomes its own MLflow run) and, at the top level, the report of the
 variant best on the sweep metric so far, so Tune's searchers and schedulers see one trial.
 """
 from __future__ import annotations
 
+import gc
 import math
 
 import torch
 from ray import tune
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
-from imlca.engine.trajectory import Replay
+from imlca.engine.trajectory import Replay, Trajectory, compute_trajectory
 from imlca.engine.trajectory_cache import TrajectoryCache, obtain
-from imlca.orchestration.trajectory_claims import RayClaims, compute_on_worker
+from imlca.orchestration.trajectory_claims import RayClaims
 
 
 def variant_name(variant: dict) -> str:
@@ -36,11 +39,22 @@ def grouped_result(reports: dict[str, dict], variants: dict[str, dict], metric: 
     return result
 
 
+def compute_in_trial(cfg: ExperimentConfig) -> Trajectory:
+    """The trajectory, fine-tuned in this trial process on the resources its bundle holds (Ray sets the visible
+    GPUs); the model and its memory go before the alignments start."""
+    try:
+        return compute_trajectory(cfg)
+    finally:
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+
 def cached_trainable(params: dict, base_tree: dict, variants: list[dict], cache_uri: str, metric: str,
                      mode: str) -> None:
     cfg = from_dict(ExperimentConfig, merge_trees(base_tree, params))
-    torch.set_num_threads(max(1, math.floor(cfg.resources.num_cpus)))  # alignment here: the worker's share
-    trajectory, cached = obtain(cfg, TrajectoryCache(cache_uri), compute_on_worker, RayClaims())
+    torch.set_num_threads(max(1, math.floor(cfg.resources.num_cpus)))  # the CPUs this trial's bundle holds
+    trajectory, cached = obtain(cfg, TrajectoryCache(cache_uri), compute_in_trial, RayClaims())
     named = {variant_name(v): v for v in variants}
     runs = {name: Replay(from_dict(ExperimentConfig, merge_trees(base_tree, {**params, **v})), trajectory)
             for name, v in named.items()}

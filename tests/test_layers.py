@@ -131,6 +131,14 @@ def test_the_merge_side_loads_no_model_or_image_code():
     assert _loaded_after(code, ("timm", "peft", "torchvision", "imlca.engine.runner", "imlca.data")) == []
 
 
+def test_a_plain_trial_process_loads_no_model_or_image_code():
+    # what a plain sweep's trial process imports (Tune unpickles `trainable` from tune_sweep): it only drives
+    # actors, so it must not pay for timm, peft and transformers (the TaskWorker loads them)
+    code = ("from ray import cloudpickle\nimport imlca.orchestration.tune_sweep as ts\n"
+            "cloudpickle.loads(cloudpickle.dumps(ts.trainable))")
+    assert _loaded_after(code, ("timm", "peft", "transformers", "torchvision", "imlca.engine.runner")) == []
+
+
 def test_cli_command_modules_do_not_import_each_other():
     for path, names in _scan("cli").items():
         assert not any(_is_under(name, "imlca.cli") for name in names), f"{path} imports {names}"

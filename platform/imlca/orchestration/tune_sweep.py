@@ -1,7 +1,8 @@
 """Ray Tune sweeps: one trial = one distributed run; reports after every task with a task checkpoint.
 
-The trainable reserves no resources itself (empty first bundle) and imports no model code; its TaskWorker gets the second bundle
-(`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per waiting trial.
+The trainable reserves no resources itself (empty first bundle) and imports no model code; its TaskWorker gets
+the second bundle (`resources.num_cpus`/`num_gpus` of the base config), so the autoscaler adds a GPU node per
+waiting trial. A cached trial (tune_cached.py) trains in its own process, which holds the worker's resources.
 
 A diverged trial records its DivergenceError in its trial folder so that a retry can re-raise it instead of training
 (Tune 2.x retries every failure alike; FailureConfig cannot tell errors apart), and ProgressCallback stops its

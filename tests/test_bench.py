@@ -147,3 +147,15 @@ def test_end_to_end_bare_side_is_the_in_process_run_in_a_new_process():
         torch.set_num_threads(threads)
     assert bare["acc"] == here.acc
     assert len(bare["tasks"]) == 3 and all(t > 0 for t in bare["tasks"]) and sum(bare["tasks"]) <= bare["total"]
+
+
+def test_the_actors_clock_what_each_task_computed(ray_cluster):
+    """`task_overhead`'s input: per task, the seconds the TaskWorker and the MergeActor spent computing it, read
+    from them after the run; never more than the task's wall time on the driver, and never nothing."""
+    from imlca.bench.environment import TINY, experiment_tree
+    from imlca.orchestration.run_timing import distributed_run
+
+    run = distributed_run(experiment_tree(TINY, 1))
+    assert len(run["busy"]) == len(run["tasks"]) == 3
+    assert all(0 < busy <= wall for busy, wall in zip(run["busy"], run["tasks"]))
+    assert run["busy"][0] < run["tasks"][0] - 1.0  # task 0's wall time also holds the actors' start-up (seconds)

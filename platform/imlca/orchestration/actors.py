@@ -14,6 +14,9 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -40,6 +43,22 @@ def _config(tree: dict) -> ExperimentConfig:
     return from_dict(ExperimentConfig, tree)
 
 
+class Stopwatch:
+    """Seconds an actor spent computing for each task of its run (train, evaluate; merge + align, record): what the
+    bench's `task_overhead` row subtracts from a task's wall time to get the orchestration's share."""
+
+    def __init__(self):
+        self.seconds: dict[int, float] = defaultdict(float)
+
+    @contextmanager
+    def task(self, task: int):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[task] += time.perf_counter() - start
+
+
 @ray.remote
 class TaskWorker:
     def __init__(self):
@@ -47,7 +66,7 @@ class TaskWorker:
 
         self.make_runner = TaskRunner
         self.fresh_seed = torch.initial_seed()  # the global RNG's seed in a new process: every run starts from it
-        self.run_id, self._runner = None, None
+        self.run_id, self._runner, self.clock = None, None, Stopwatch()
         gc.freeze()  # the modules' objects are never garbage: each run's collection scans only what runs made
 
     def configure(self, run_id: str, cfg_tree: dict, threads: int) -> None:
@@ -64,7 +83,7 @@ class TaskWorker:
             torch.compiler.reset()
         torch.manual_seed(self.fresh_seed)  # CPU and CUDA generators, as a new process has them
         torch.set_num_threads(max(1, threads))  # follow the CPUs this actor holds, not the node's core count
-        self._runner = self.make_runner(_config(cfg_tree))
+        self._runner, self.clock = self.make_runner(_config(cfg_tree)), Stopwatch()
         self.run_id = run_id
 
     @property
@@ -76,12 +95,16 @@ class TaskWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def busy_seconds(self) -> dict[int, float]:
+        return dict(self.clock.seconds)
+
     def setup(self) -> tuple[dict, int, int]:
         """θ0 (merge space), feature dim, number of tasks."""
         return to_numpy(self.runner.theta0()), self.runner.model.dim, self.runner.num_tasks
 
     def train(self, task: int, merged: dict) -> dict:
-        return output_to_wire(self.runner.train(task, to_torch(merged)))
+        with self.clock.task(task):
+            return output_to_wire(self.runner.train(task, to_torch(merged)))
 
     def train_from(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict:
         """`train` from a MergeActor's `integrate` result, without a `merged` call to it (it may be saving)."""
@@ -89,7 +112,8 @@ class TaskWorker:
 
     def evaluate(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict[str, dict[str, list[float]]]:
         merged, heads = merged_and_heads
-        return self.runner.evaluate(task, to_torch(merged), heads_to_torch(heads))
+        with self.clock.task(task):
+            return self.runner.evaluate(task, to_torch(merged), heads_to_torch(heads))
 
     def robustness(self, merged_and_heads: tuple[dict, dict]) -> dict[str, float]:
         merged, heads = merged_and_heads
@@ -104,7 +128,7 @@ class MergeActor:
         # beside the TaskWorker's imports, not inside the first alignment (task 1)
 
         self.make_state = MergeState
-        self.run_id, self._state, self.checkpoint_dir = None, None, None
+        self.run_id, self._state, self.checkpoint_dir, self.clock = None, None, None, Stopwatch()
         gc.freeze()
 
     def configure(self, run_id: str, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str) -> None:
@@ -115,7 +139,7 @@ class MergeActor:
         self.run_id, self._state = None, None
         gc.collect()
         self._state = self.make_state(_config(cfg_tree), to_torch(theta0), dim)
-        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir, self.clock = Path(checkpoint_dir), Stopwatch()
         self._state.resume(self.checkpoint_dir)
         self.run_id = run_id
 
@@ -128,6 +152,9 @@ class MergeActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def busy_seconds(self) -> dict[int, float]:
+        return dict(self.clock.seconds)
+
     def tasks_done(self) -> int:
         """Tasks merged and evaluated: where a run continues."""
         return len(self.state.acc[self.state.methods[0]])
@@ -137,13 +164,15 @@ class MergeActor:
 
     def integrate(self, wire: dict) -> tuple[dict, dict]:
         """Apply task `wire['task']` once; a repeated delivery returns the same state unchanged."""
-        merged, heads = self.state.integrate(output_from_wire(wire))
-        return to_numpy(merged), heads_to_numpy(heads)
+        with self.clock.task(wire["task"]):
+            merged, heads = self.state.integrate(output_from_wire(wire))
+            return to_numpy(merged), heads_to_numpy(heads)
 
     def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
         if task >= self.state.tasks_merged:
             raise LostMergeError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
-        return self.state.record(task, parts)
+        with self.clock.task(task):
+            return self.state.record(task, parts)
 
     def save(self, task: int) -> None:
         """Checkpoint the state after `task`; refused when a restart lost that task (the driver re-runs it)."""

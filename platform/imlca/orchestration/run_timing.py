@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from imlca.config import ExperimentConfig, from_dict
@@ -24,11 +25,21 @@ def _timed(run, cfg: ExperimentConfig, **kwargs) -> dict:
 
 
 def distributed_run(tree: dict) -> dict:
-    """run_distributed with a fresh checkpoint folder (as `imlca run --distributed --out DIR`)."""
+    """run_distributed with a fresh checkpoint folder (as `imlca run --distributed --out DIR`), on new actors; also
+    "busy": [s per task the two actors spent computing it], read from the actors once the run is over (they are
+    kept alive for that in a pool of this call's own, then ended)."""
     from imlca.orchestration.ray_step import run_distributed
+    from imlca.orchestration.worker_pool import WorkerPool
 
-    with tempfile.TemporaryDirectory(prefix="imlca-e2e-") as tmp:
-        return _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp))
+    pool = WorkerPool()  # empty: the run starts new actors, and hands them back here instead of ending them
+    try:
+        with tempfile.TemporaryDirectory(prefix="imlca-e2e-") as tmp:
+            timed = _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp), pool=pool)
+        (pair,) = pool.idle.values()
+        clocks = ray.get([pair.worker.busy_seconds.remote(), pair.merger.busy_seconds.remote()])
+    finally:
+        pool.close()
+    return {**timed, "busy": [sum(clock.get(task, 0.0) for clock in clocks) for task in range(len(timed["tasks"]))]}
 
 
 def in_process_run(tree: dict) -> dict:

@@ -4,9 +4,10 @@ A trial takes its backbone trajectory from the cache (or trains it once, while c
 one wait: `RayClaims`), then replays each alignment variant on it task by task (merge, align, score cached
 features) and reports after every task. The trial process itself holds the worker's resources (`trial_resources`)
 and trains in-process: no second process to start and import torch, timm and peft in, and with Tune's
-`reuse_actors` the next trial of the sweep (another seed, say) trains in an already warm process. With `align_space`, the report holds every
-variant's own report under `variants` (each becomes its own MLflow run) and, at the top level, the report of the
-variant best on the sweep metric so far, so Tune's searchers and schedulers see one trial.
+`reuse_actors` the next trial of the sweep (another seed, say) trains in an already warm process. With
+`align_space`, the report holds every variant's own report under `variants` (each becomes its own MLflow run) and,
+at the top level, the report of the variant best on the sweep metric so far, so Tune's searchers and schedulers
+see one trial.
 """
 from __future__ import annotations
 

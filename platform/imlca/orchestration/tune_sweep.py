@@ -168,11 +168,13 @@ def wrapped_trainable(sweep: Sweep):
     cfg = sweep.cfg
     if cfg.cached:  # trajectories from the cache; align_space values aligned inside each trial
         # imported here: a plain trial's process only drives actors and never loads timm, peft or transformers
-        # (7 s and 270 MB less per trial process); a cached trial trains in its own process and needs them
+        # (about 9 s and 270 MiB less per trial process, README "Performance"); a cached trial trains in its own
+        # process and needs them
         from imlca.orchestration.tune_cached import cached_trainable
 
         function = tune.with_parameters(cached_trainable, base_tree=sweep.base_tree, variants=cfg.variants(),
-                                        cache_uri=cfg.cache_location(storage_root(cfg.storage_path)), metric=cfg.metric, mode=cfg.mode)
+                                        cache_uri=cfg.cache_location(storage_root(cfg.storage_path)),
+                                        metric=cfg.metric, mode=cfg.mode)
     else:
         function = tune.with_parameters(trainable, base_tree=sweep.base_tree, storage=storage_root(cfg.storage_path))
     return tune.with_resources(function, trial_resources(sweep))

@@ -12,8 +12,12 @@ from conftest import REPO, TINY
 
 
 def sweep_file(tmp_path) -> str:
+    """Three trials one after another, each about 8 s on 2 cores (30 epochs a task): a kill right after the first
+    trial's run is FINISHED lands in the second or third (with tiny.yaml's 4 epochs a trial took 2 s, and on a
+    fast machine all three could finish between two looks at the store)."""
     path = tmp_path / "resumable.yaml"
     path.write_text(f"base: {REPO / 'sweeps' / 'tiny.yaml'}\n"
+                    "set: {train.epochs: 30}\n"
                     "space:\n  align.lam: {grid: [0.1, 0.3, 0.5]}\n"
                     "max_concurrent_trials: 1\n"
                     f"storage_path: {tmp_path / 'ray_results'}\n")
@@ -42,7 +46,7 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path):
             assert first.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(1)
         assert any(r.info.status == "FINISHED" for r in trial_runs(client)), "no trial finished in time"
-        time.sleep(3)  # into the second trial
+        # no wait: the second trial started before the first one's export (a driver thread) marked it FINISHED
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
         first.wait(timeout=60)

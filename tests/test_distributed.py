@@ -19,10 +19,10 @@ def test_distributed_equals_in_process(ray_cluster, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task-000", "task-001", "task-002"]
 
 
-def test_the_next_task_trains_while_the_merger_saves_with_the_numbers_of_a_call_after_the_save(ray_cluster, tmp_path):
-    """`RayStep.save(t)` starts task t+1's training from task t's merge before the checkpoint is written; what it
-    trains is bit for bit what the call after the save (from the MergeActor's merged adapter) trains, and the
-    next `run_task` uses it instead of training again."""
+def test_the_next_task_trains_behind_the_evaluation_with_the_numbers_of_a_call_after_the_save(ray_cluster, tmp_path):
+    """`RayStep.run_task(t)` queues task t+1's training from task t's merge right behind its evaluation, before
+    the record and the checkpoint; what it trains is bit for bit what a call after the save (from the MergeActor's
+    merged adapter) trains, and the next `run_task` uses it instead of training again."""
     import ray
 
     from imlca.orchestration.ray_step import RayStep
@@ -31,8 +31,8 @@ def test_the_next_task_trains_while_the_merger_saves_with_the_numbers_of_a_call_
     step = RayStep(load_config(TINY, tiny_overrides()), tmp_path)
     try:
         step.run_task(0)
+        assert list(step.ahead) == [1]  # queued before the save
         step.save(0)
-        assert list(step.ahead) == [1]
         early = output_from_wire(ray.get(step.ahead[1]))
         late = output_from_wire(ray.get(step.worker.train.remote(1, step.merger.merged.remote())))
         assert early.adapter.keys() == late.adapter.keys() and early.losses == late.losses
@@ -41,10 +41,42 @@ def test_the_next_task_trains_while_the_merger_saves_with_the_numbers_of_a_call_
         assert torch.equal(early.head, late.head)
         assert all(torch.equal(early.statistics[k], v) for k, v in late.statistics.items())
         step.run_task(1)
-        assert step.ahead == {}  # used, not trained a third time
+        assert list(step.ahead) == [2]  # task 1's entry taken, task 2's queued
         step.save(1)
         step.run_task(2)
         step.save(2)
         assert step.ahead == {}  # nothing after the last task
+    finally:
+        step.close()
+
+
+def test_the_merge_actor_writes_a_tasks_checkpoint_tensors_before_its_save(ray_cluster, tmp_path):
+    """A task's tensors are final once it is integrated: the MergeActor's writer thread writes them then, while the
+    task is evaluated (a temporary folder appears before `save`); `save` completes that folder into a checkpoint
+    that loads, checksum and config fingerprint verified, holding the run's accuracies and merged adapter."""
+    import time
+
+    import ray
+
+    from imlca.config import fingerprint
+    from imlca.engine.checkpoint import load_checkpoint
+    from imlca.orchestration.ray_step import RayStep
+
+    cfg = load_config(TINY, tiny_overrides())
+    step = RayStep(cfg, tmp_path)
+    try:
+        step.run_task(0)
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".tmp-task-000-*/state.safetensors")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".tmp-task-000-*/state.safetensors")), "no tensors written before the save"
+        assert not (tmp_path / "task-000").exists()
+        step.save(0)
+        assert [p.name for p in tmp_path.iterdir()] == ["task-000"]  # the temporary folder became the checkpoint
+        tensors, meta = load_checkpoint(tmp_path / "task-000", fingerprint(cfg))
+        snapshot = ray.get(step.merger.snapshot.remote())
+        assert meta["task"] == 0 and meta["acc"] == snapshot["acc"]
+        for key, value in snapshot["merged"].items():
+            assert torch.equal(tensors[f"merged.{key}"], torch.as_tensor(value))
     finally:
         step.close()

@@ -1,7 +1,8 @@
 """Task-boundary checkpoints: `<dir>/task-NNN/{state.safetensors, meta.json}`.
 
 A checkpoint is written into a temporary folder, fsynced, then renamed into place: a folder named task-NNN is
-complete or absent. meta.json carries the SHA-256 of the tensor file (verified on load) and a fingerprint of the
+complete or absent. It is written in two halves (`write_tensors`, `finish_checkpoint`), so that the tensors can be
+written as soon as they are final, before the rest of the state (the accuracies) is known. meta.json carries the SHA-256 of the tensor file (verified on load) and a fingerprint of the
 config that shapes the run, so a checkpoint of another experiment is refused. Randomness needs no saved state:
 every draw comes from a generator seeded by (seed, purpose, task) (engine/seeding.py).
 """
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,20 +43,35 @@ def task_dir(root: Path, task: int) -> Path:
     return Path(root) / f"task-{task:03d}"
 
 
-def save_checkpoint(root: str | Path, task: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write the state after `task` atomically; returns the final folder."""
-    root, final = Path(root), task_dir(Path(root), task)
+@dataclass(frozen=True)
+class WrittenTensors:
+    """A checkpoint's tensor file, written and fsynced in its temporary folder, not yet in place."""
+    root: Path
+    task: int
+    folder: Path
+    sha256: str
+
+
+def write_tensors(root: str | Path, task: int, tensors: dict[str, torch.Tensor]) -> WrittenTensors:
+    """The first half of a checkpoint: the tensors (the bulk of it) into a temporary folder under `root`."""
+    root = Path(root)
     tmp = root / f".tmp-task-{task:03d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
     _fsync(tmp / TENSORS)
-    (tmp / META).write_text(json.dumps({**meta, "task": task, "sha256": _sha256(tmp / TENSORS)}))
-    _fsync(tmp / META)
+    return WrittenTensors(root, task, tmp, _sha256(tmp / TENSORS))
+
+
+def finish_checkpoint(written: WrittenTensors, meta: dict) -> Path:
+    """The second half: meta.json beside the tensors, then the folder renamed into place; returns it."""
+    final = task_dir(written.root, written.task)
+    (written.folder / META).write_text(json.dumps({**meta, "task": written.task, "sha256": written.sha256}))
+    _fsync(written.folder / META)
     if final.exists():  # an identical re-delivery of the same task: replace as one step
         shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(root)
+    os.replace(written.folder, final)
+    _fsync(written.root)
     return final
 
 

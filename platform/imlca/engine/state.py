@@ -19,7 +19,8 @@ from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.lca import align_heads
 from imlca.core.merging import incremental_merge
 from imlca.core.metrics import summary
-from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from imlca.engine.checkpoint import (WrittenTensors, finish_checkpoint, latest_checkpoint, load_checkpoint,
+                                    write_tensors)
 from imlca.engine.seeding import generator
 from imlca.engine.task_output import TaskOutput
 from imlca.registries import MERGE_RULES, METHODS
@@ -114,16 +115,19 @@ class MergeState:
 
     # --- checkpoints: tensors for safetensors, the rest as JSON ----------------------------------------------------
 
-    def state_dict(self) -> tuple[Tensors, dict]:
+    def _tensors(self) -> Tensors:
+        """Final once `integrate` has returned: `record` changes only the JSON part."""
         tensors = {f"theta0.{k}": v for k, v in self.theta0.items()}
         tensors.update({f"merged.{k}": v for k, v in self.merged.items()})
         tensors.update({f"bank.{k}": v for k, v in self.bank.state_dict().items()})
         for method, heads in self.heads.items():
             tensors.update({f"heads.{method}.{t}": h for t, h in enumerate(heads)})
-        meta = {"tasks_merged": self.tasks_merged, "acc": self.acc, "val_acc": self.val_acc,
-                "align_loss": self.align_loss,
-                "train_loss": self.train_loss, "fingerprint": fingerprint(self.cfg), "methods": self.methods}
-        return tensors, meta
+        return tensors
+
+    def _meta(self) -> dict:
+        return {"tasks_merged": self.tasks_merged, "acc": self.acc, "val_acc": self.val_acc,
+                "align_loss": self.align_loss, "train_loss": self.train_loss, "fingerprint": fingerprint(self.cfg),
+                "methods": self.methods}
 
     def load_state_dict(self, tensors: Tensors, meta: dict) -> None:
         self.theta0, self.merged = _part(tensors, "theta0."), _part(tensors, "merged.")
@@ -135,9 +139,15 @@ class MergeState:
         self.val_acc = meta.get("val_acc", {m: [] for m in self.methods})  # absent in checkpoints before it
         self.train_loss = meta["train_loss"]
 
-    def save(self, checkpoint_dir: Path, task: int) -> Path:
-        """The state after `task`, as `<checkpoint_dir>/task-NNN` (atomic)."""
-        return save_checkpoint(checkpoint_dir, task, *self.state_dict())
+    def write_tensors(self, checkpoint_dir: Path, task: int) -> WrittenTensors:
+        """The first half of `save(task)`, once task `task` is integrated (a MergeActor runs it while the task is
+        evaluated)."""
+        return write_tensors(checkpoint_dir, task, self._tensors())
+
+    def save(self, checkpoint_dir: Path, task: int, written: WrittenTensors | None = None) -> Path:
+        """The state after `task`, as `<checkpoint_dir>/task-NNN` (atomic); `written`: its tensors, already
+        written by `write_tensors` after this task's integration."""
+        return finish_checkpoint(written or self.write_tensors(checkpoint_dir, task), self._meta())
 
     def resume(self, checkpoint_dir: Path | None) -> list[dict]:
         """Load the latest complete checkpoint (if any); returns the reports of the finished tasks."""

@@ -2,7 +2,8 @@
 
 TaskWorker (GPU or CPU): fine-tunes one task from the merged adapter, returns the adapter tensors + the new
 classes' sufficient statistics; evaluates head sets on the merged backbone.
-MergeActor (central, light): θ0, running merged adapter, Gaussian bank, heads; merges and aligns once per task id.
+MergeActor (central, light): θ0, running merged adapter, Gaussian bank, heads; merges and aligns once per task id,
+and writes a task's checkpoint tensors (a thread) while the TaskWorker evaluates the task.
 
 Both are built empty and pointed at a run by `configure(run_id, ...)`, so that one process serves run after run
 (`worker_pool.py`: a sweep's trials reuse them and skip importing torch, timm and peft again). A run's state lives
@@ -16,6 +17,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,6 +131,9 @@ class MergeActor:
 
         self.make_state = MergeState
         self.run_id, self._state, self.checkpoint_dir, self.clock = None, None, None, Stopwatch()
+        # a task's checkpoint tensors, written by this thread from the task's integration on (while the TaskWorker
+        # evaluates it): `save` then only adds the accuracies; (task, Future[WrittenTensors]) or None
+        self.writer, self.writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imlca-checkpoint"), None
         gc.freeze()
 
     def configure(self, run_id: str, cfg_tree: dict, theta0: dict, dim: int, checkpoint_dir: str) -> None:
@@ -136,6 +141,7 @@ class MergeActor:
         checkpoint, so after a restart nothing merged before the crash is merged twice or lost."""
         if run_id == self.run_id:
             return
+        self._written(None)  # a write from the last run's state ends before that state goes
         self.run_id, self._state = None, None
         gc.collect()
         self._state = self.make_state(_config(cfg_tree), to_torch(theta0), dim)
@@ -163,10 +169,26 @@ class MergeActor:
         return to_numpy(self.state.merged)
 
     def integrate(self, wire: dict) -> tuple[dict, dict]:
-        """Apply task `wire['task']` once; a repeated delivery returns the same state unchanged."""
-        with self.clock.task(wire["task"]):
+        """Apply task `wire['task']` once; a repeated delivery returns the same state unchanged. A new task's
+        checkpoint tensors start being written (they are final now)."""
+        task = wire["task"]
+        with self.clock.task(task):
+            new = task == self.state.tasks_merged
             merged, heads = self.state.integrate(output_from_wire(wire))
+            if new:
+                self._written(None)
+                self.writing = (task, self.writer.submit(self.state.write_tensors, self.checkpoint_dir, task))
             return to_numpy(merged), heads_to_numpy(heads)
+
+    def _written(self, task: int | None):
+        """The tensors the writer thread wrote for `task` (None: another task's, or nothing), once it is idle."""
+        writing, self.writing = self.writing, None
+        if writing is None:
+            return None
+        if writing[0] != task:
+            wait([writing[1]])  # idle before the state it reads changes; that write is not needed
+            return None
+        return writing[1].result()  # a failed write raises here, in the save that needed it
 
     def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
         if task >= self.state.tasks_merged:
@@ -178,7 +200,7 @@ class MergeActor:
         """Checkpoint the state after `task`; refused when a restart lost that task (the driver re-runs it)."""
         if self.tasks_done() != task + 1:
             raise LostMergeError(f"task {task} is not in this state (actor restarted); it must run again")
-        self.state.save(self.checkpoint_dir, task)
+        self.state.save(self.checkpoint_dir, task, self._written(task))
 
     def report(self, task: int) -> dict:
         return self.state.report(task)

@@ -78,7 +78,7 @@ class RayStep:
             ActorPair(self.worker, self.merger).kill()
             raise
         self.state_ref = None  # (merged, heads) after the latest merge, as an object ref
-        self.ahead: dict = {}  # task → its training, started from the last merge while the merger saved
+        self.ahead: dict = {}  # task → its training, queued behind the previous task's evaluation
 
     def _configure(self) -> None:
         """Point both actors at this run: a no-op for an actor already on it, a rebuild for a restarted one."""
@@ -109,12 +109,20 @@ class RayStep:
         return [ray.get(self.merger.report.remote(t)) for t in range(done)]
 
     def _task(self, task: int) -> dict:
-        """Train → merge + align → evaluate → record, actor to actor. Only the report reaches the driver."""
+        """Train → merge + align → evaluate → record, actor to actor. Only the report reaches the driver.
+
+        Task t+1's training is queued on the TaskWorker right behind task t's evaluation, from the same merge (the
+        call the next `_task` would make: every task's seeds are its own), so the worker goes from evaluating to
+        training at once: the record, the checkpoint after it and what the caller does with it (Tune's report, an
+        upload to the bucket) happen while it trains, and cost no worker time."""
         trained = self.ahead.pop(task, None)  # a retry (after a lost actor) trains again
         if trained is None:
             trained = self.worker.train.remote(task, self.merger.merged.remote())
         self.state_ref = self.merger.integrate.remote(trained)
-        return ray.get(self.merger.record.remote(task, self.worker.evaluate.remote(task, self.state_ref)))
+        evaluated = self.worker.evaluate.remote(task, self.state_ref)
+        if task + 1 < self.num_tasks:
+            self.ahead = {task + 1: self.worker.train_from.remote(task + 1, self.state_ref)}
+        return ray.get(self.merger.record.remote(task, evaluated))
 
     def _retrying(self, task: int, call):
         """`call()`, again after a lost actor: Ray restarts it (a MergeActor from its last checkpoint)."""
@@ -141,11 +149,7 @@ class RayStep:
         return ray.get(self.worker.robustness.remote(self.state_ref))
 
     def save(self, task: int) -> None:
-        """Checkpoint after `task`; meanwhile the TaskWorker already trains the next task from this merge (the
-        same call `_task` would make next: every task's seeds are its own), so the checkpoint write and what
-        the caller does with it (Tune's report, an upload to the bucket) cost no training time."""
-        if task + 1 < self.num_tasks:
-            self.ahead = {task + 1: self.worker.train_from.remote(task + 1, self.state_ref)}
+        """Checkpoint after `task` (meanwhile the TaskWorker trains the next task: `_task`)."""
         self._retrying(task, lambda: self._save(task))
 
     def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:

@@ -52,8 +52,9 @@ def test_the_next_task_trains_behind_the_evaluation_with_the_numbers_of_a_call_a
 
 def test_the_merge_actor_writes_a_tasks_checkpoint_tensors_before_its_save(ray_cluster, tmp_path):
     """A task's tensors are final once it is integrated: the MergeActor's writer thread writes them then, while the
-    task is evaluated (a temporary folder appears before `save`); `save` completes that folder into a checkpoint
-    that loads, checksum and config fingerprint verified, holding the run's accuracies and merged adapter."""
+    task is evaluated (a temporary folder appears before `save`, and a dead writer's one for the same task goes);
+    `save` completes it into a checkpoint that loads, checksum and config fingerprint verified, holding the run's
+    accuracies and merged adapter."""
     import time
 
     import ray
@@ -63,20 +64,24 @@ def test_the_merge_actor_writes_a_tasks_checkpoint_tensors_before_its_save(ray_c
     from imlca.orchestration.ray_step import RayStep
 
     cfg = load_config(TINY, tiny_overrides())
+    stale = tmp_path / ".tmp-task-000-1" / "state.safetensors"  # a MergeActor killed while writing task 0
+    stale.parent.mkdir()
+    stale.write_bytes(b"partial")
     step = RayStep(cfg, tmp_path)
     try:
         step.run_task(0)
+        ours = tmp_path / f".tmp-task-000-{ray.get(step.merger.pid.remote())}" / "state.safetensors"
         deadline = time.monotonic() + 60
-        while not list(tmp_path.glob(".tmp-task-000-*/state.safetensors")) and time.monotonic() < deadline:
+        while not ours.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert list(tmp_path.glob(".tmp-task-000-*/state.safetensors")), "no tensors written before the save"
+        assert ours.exists(), "no tensors written before the save"
         assert not (tmp_path / "task-000").exists()
         step.save(0)
-        assert [p.name for p in tmp_path.iterdir()] == ["task-000"]  # the temporary folder became the checkpoint
+        assert [p.name for p in tmp_path.iterdir()] == ["task-000"]  # ours became the checkpoint, the stale one went
         tensors, meta = load_checkpoint(tmp_path / "task-000", fingerprint(cfg))
         snapshot = ray.get(step.merger.snapshot.remote())
         assert meta["task"] == 0 and meta["acc"] == snapshot["acc"]
         for key, value in snapshot["merged"].items():
-            assert torch.equal(tensors[f"merged.{key}"], torch.as_tensor(value))
+            assert torch.equal(tensors[f"merged.{key}"], torch.tensor(value))
     finally:
         step.close()

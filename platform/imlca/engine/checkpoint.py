@@ -55,8 +55,9 @@ class WrittenTensors:
 def write_tensors(root: str | Path, task: int, tensors: dict[str, torch.Tensor]) -> WrittenTensors:
     """The first half of a checkpoint: the tensors (the bulk of it) into a temporary folder under `root`."""
     root = Path(root)
+    for stale in root.glob(f".tmp-task-{task:03d}-*"):  # this task's, from this process or a killed one before it
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-task-{task:03d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
     _fsync(tmp / TENSORS)

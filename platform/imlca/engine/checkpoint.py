@@ -2,9 +2,10 @@
 
 A checkpoint is written into a temporary folder, fsynced, then renamed into place: a folder named task-NNN is
 complete or absent. It is written in two halves (`write_tensors`, `finish_checkpoint`), so that the tensors can be
-written as soon as they are final, before the rest of the state (the accuracies) is known. meta.json carries the SHA-256 of the tensor file (verified on load) and a fingerprint of the
-config that shapes the run, so a checkpoint of another experiment is refused. Randomness needs no saved state:
-every draw comes from a generator seeded by (seed, purpose, task) (engine/seeding.py).
+written as soon as they are final, before the rest of the state (the accuracies) is known. meta.json carries the
+SHA-256 of the tensor file (verified on load) and a fingerprint of the config that shapes the run, so a checkpoint
+of another experiment is refused. Randomness needs no saved state: every draw comes from a generator seeded by
+(seed, purpose, task) (engine/seeding.py).
 """
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ class TaskWorker:
             return output_to_wire(self.runner.train(task, to_torch(merged)))
 
     def train_from(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict:
-        """`train` from a MergeActor's `integrate` result, without a `merged` call to it (it may be saving)."""
+        """`train` from a MergeActor's `integrate` result, without a `merged` call to it (it may be recording or
+        saving)."""
         return self.train(task, merged_and_heads[0])
 
     def evaluate(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict[str, dict[str, list[float]]]:

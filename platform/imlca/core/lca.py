@@ -119,11 +119,9 @@ def align_heads(
     """Align the concatenated head matrix (row c = class at position c) on Gaussian samples of every class.
 
     Returns the new weight (same dtype and device, the input untouched) and, per epoch, the mean over batches of
-    the loss (`loss`) and of its two terms (`ce`, `spread`; see `lca_loss_terms`, which also describes the
-    authors' optional terms `entropy_weight`, `temperature` and the `task_sizes` the latter needs). Every epoch
-    takes batches of `batch_size` (the authors' loop, with a temperature, shrinks its batch size to a short last
-    batch's for the epochs after it; not copied).
-    """
+    the loss (`loss`) and of its two terms (`ce`, `spread`); the keyword-only terms are `lca_loss_terms`'. Every
+    epoch takes batches of `batch_size` (the authors' loop with a temperature keeps a short last batch's size for
+    the epochs after it; not copied)."""
     if weight.dim() != 2 or weight.shape[0] != len(classes):
         raise ValueError(f"weight {tuple(weight.shape)} must be [C, D] with C = len(classes) = {len(classes)}")
     device = weight.device

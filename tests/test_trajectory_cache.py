@@ -63,6 +63,18 @@ def test_cached_and_uncached_runs_match_the_protocol_bit_for_bit(stored):
     assert {"align_ce", "align_spread"} <= set(last)
 
 
+def test_replay_honours_the_authors_terms(stored):
+    """align.entropy_weight and align.logit_norm_temperature reach the replayed alignment: the replay equals the
+    protocol's run with them, bit for bit, and its IM+LCA heads differ from those without them."""
+    _, trajectory = stored
+    cfg = config(**{"align.entropy_weight": 0.5, "align.logit_norm_temperature": 0.2})
+    reference, result, plain = run_protocol(cfg), replay(cfg, trajectory), replay(config(), trajectory)
+    for method, heads in reference.heads.items():
+        assert all(torch.equal(a, b) for a, b in zip(heads, result.heads[method]))
+    assert not torch.equal(result.heads["im_lca"][0], plain.heads["im_lca"][0])
+    assert all(torch.equal(a, b) for a, b in zip(result.heads["im_ca"], plain.heads["im_ca"]))
+
+
 @pytest.mark.parametrize("key, value", [("seed", 7), ("data.image_size", 20), ("data.val_fraction", 0.5),
                                         ("model.layer_norm", True), ("lora.rank", 2), ("train.lr", 0.03),
                                         ("merge.rule", "mean"), ("merge.alpha", 0.5)])
@@ -73,7 +85,8 @@ def test_a_trajectory_key_misses(stored, key, value):
 
 @pytest.mark.parametrize("key, value", [("align.lam", 2.0), ("align.ca_lr", 0.01), ("align.method", "im_ca"),
                                         ("align.samples_per_class", 8), ("eval.batch_size", 7), ("name", "other"),
-                                        ("tracking.experiment", "x"), ("resources.num_cpus", 2), ("data.root", "/x")])
+                                        ("tracking.experiment", "x"), ("resources.num_cpus", 2), ("data.root", "/x"),
+                                        ("align.entropy_weight", 0.5), ("align.logit_norm_temperature", 0.2)])
 def test_an_align_or_bookkeeping_key_hits(stored, key, value):
     cache, _ = stored
     assert cache.load(trajectory_fingerprint(config(**{key: value}))) is not None

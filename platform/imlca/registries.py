@@ -94,6 +94,12 @@ class BackboneSpec:
     kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments
     sized: bool = False  # ViTs take img_size (position embeddings follow the input size)
     embedded_weights: str | None = None  # "module:function" → offline weights shipped in a package
+    random_only: bool = False  # shapes of its own (kwargs): no pretrained weights exist for it
+
+    @property
+    def hub_weights(self) -> bool:
+        """`model.pretrained` downloads timm's hub weights for it (so a `model.pretrained_tag` can pick them)."""
+        return self.embedded_weights is None and not self.random_only
 
 
 BACKBONES = Registry("backbone", {
@@ -102,7 +108,8 @@ BACKBONES = Registry("backbone", {
     "vit_tiny_patch16_224": BackboneSpec("vit_tiny_patch16_224", VIT_QKV, sized=True),
     # two blocks of width 32: the ViT path of the unit tests, in milliseconds
     "vit_test_tiny": BackboneSpec("vit_tiny_patch16_224", VIT_QKV,
-                                  dict(depth=2, embed_dim=32, num_heads=2, patch_size=8), sized=True),
+                                  dict(depth=2, embed_dim=32, num_heads=2, patch_size=8), sized=True,
+                                  random_only=True),
     "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", LITE0_1X1,
                                           embedded_weights="imlca.models.backbone:lite0_wheel_weights"),
 })

@@ -69,9 +69,17 @@ class ModelConfig:
     pretrained: bool = True  # timm hub weights (downloads); ignored when `checkpoint` is set
     checkpoint: str | None = None  # local weights: .safetensors, or .pth/.bin read with weights_only=True
     layer_norm: bool = False  # trainable LayerNorm after the backbone (paper-era code); merged like LoRA
+    # which of timm's weights for the name (timm `name.tag`, e.g. augreg_in21k_ft_in1k); None: timm's default
+    pretrained_tag: str | None = None
 
     def __post_init__(self) -> None:
         choose(self.backbone, "backbone", BACKBONES)
+        tag = self.pretrained_tag
+        if tag is not None:
+            require(bool(tag) and "." not in tag and not any(c.isspace() for c in tag), "pretrained_tag",
+                    f"must be a timm weights tag such as augreg_in21k_ft_in1k, or null (got {tag!r})")
+            require(BACKBONES[self.backbone].hub_weights, "pretrained_tag",
+                    f"backbone {self.backbone} takes no timm hub weights, so no tag; set it to null")
 
 
 @dataclass
@@ -145,6 +153,9 @@ class AlignConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ridge: float = 1e-4  # Σ_c + ridge·I
+    # the authors' optional LCA terms (DESIGN §1b; IM+LCA only, their CA baseline has neither); defaults: off
+    entropy_weight: float = 0.0  # w·(mean entropy of softmax(logits) inside each class's local region)
+    logit_norm_temperature: float | None = None  # τ: ℓ on logits / (mean L2 norm of each seen task's logits) / τ
 
     def __post_init__(self) -> None:
         choose(self.method, "method", METHODS)
@@ -157,6 +168,9 @@ class AlignConfig:
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
         require(self.ca_lr is None or self.ca_lr > 0, "ca_lr", f"must be > 0 or null (got {self.ca_lr})")
         require(self.ridge >= 0, "ridge", f"must be >= 0 (got {self.ridge})")
+        require(self.entropy_weight >= 0, "entropy_weight", f"must be >= 0 (got {self.entropy_weight})")
+        require(self.logit_norm_temperature is None or self.logit_norm_temperature > 0, "logit_norm_temperature",
+                f"must be > 0 or null (null: no logit normalisation; got {self.logit_norm_temperature})")
 
     @property
     def methods(self) -> list[str]:

@@ -44,7 +44,8 @@ def fresh_backbone(cfg: ExperimentConfig) -> torch.nn.Module:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint, cfg.data.image_size)
+        return create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint, cfg.data.image_size,
+                               cfg.model.pretrained_tag)
 
 
 def folded_backbone(cfg: ExperimentConfig, merged: Tensors) -> Tensors:

@@ -35,6 +35,14 @@ def align_lr(cfg: ExperimentConfig, method: str) -> float:
     return ca_lr if method == "im_ca" and ca_lr is not None else cfg.align.lr
 
 
+def authors_terms(cfg: ExperimentConfig, method: str) -> dict:
+    """The authors' optional alignment terms (`align.entropy_weight`, `align.logit_norm_temperature`) belong to
+    LCA: their CA baseline aligns with neither (0d1bd01 lca.py:843-851)."""
+    if METHODS[method].loss != "lca":
+        return {}
+    return {"entropy_weight": cfg.align.entropy_weight, "temperature": cfg.align.logit_norm_temperature}
+
+
 class MergeState:
     def __init__(self, cfg: ExperimentConfig, theta0: Tensors, dim: int):
         self.cfg, self.methods = cfg, cfg.align.methods
@@ -81,11 +89,12 @@ class MergeState:
         if lam is None or task == 0:
             return {term: float("nan") for term in ALIGN_TERMS}
         heads, a = self.heads[method], self.cfg.align
-        classes = list(range(sum(len(h) for h in heads)))
-        weight, history = align_heads(torch.cat(heads), self.bank, classes, lam, a.samples_per_class,
+        sizes = [len(h) for h in heads]
+        weight, history = align_heads(torch.cat(heads), self.bank, list(range(sum(sizes))), lam, a.samples_per_class,
                                       a.epochs, a.batch_size, align_lr(self.cfg, method), a.momentum,
-                                      a.weight_decay, generator(self.cfg.seed, "align", task))
-        self.heads[method] = list(weight.split([len(h) for h in heads]))
+                                      a.weight_decay, generator(self.cfg.seed, "align", task),
+                                      task_sizes=sizes, **authors_terms(self.cfg, method))
+        self.heads[method] = list(weight.split(sizes))
         return {term: history[term][-1] for term in ALIGN_TERMS}
 
     def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:

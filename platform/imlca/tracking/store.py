@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imlca.errors import TrackingError
+from imlca.tracking.database import check_store, with_driver
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG, TRIAL_TAG = "mlflow.parentRunId", "imlca.trial_id"
@@ -23,7 +24,7 @@ EXPERIMENT_TAGS = {KIND_TAG: "custom_model_development"}
 
 
 def resolve_uri(config_uri: str | None) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI
+    return with_driver(os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI)
 
 
 def ui_link(server: str, experiment_id: str) -> str:
@@ -33,8 +34,10 @@ def ui_link(server: str, experiment_id: str) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail before any training when an MLflow server does not answer its /health endpoint."""
+    """Fail before any training when an MLflow server does not answer its /health endpoint, or a PostgreSQL
+    store refuses a connection."""
     if not uri.startswith(("http://", "https://")):
+        check_store(uri)
         return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:

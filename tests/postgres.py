@@ -99,6 +99,8 @@ def postgres_server(database: str = "imlca") -> Iterator[Postgres]:
     """A PostgreSQL server on a free 127.0.0.1 port with an empty database `database` owned by user `imlca`."""
     import psycopg2
 
+    if not (BIN / "pg_ctl").is_file():
+        raise RuntimeError(f"no PostgreSQL 15 in {BIN}: apt-get install postgresql-15 (Debian), then run again")
     root = Path(tempfile.mkdtemp(prefix="imlca-pg-", dir="/tmp"))  # `nobody` cannot enter pytest's tmp folders
     server = Postgres(root, free_port(), "imlca", secrets.token_hex(12), database)
     try:

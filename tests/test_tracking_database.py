@@ -6,6 +6,7 @@ A wrong password or an unreachable database is one line naming the cause and the
 from __future__ import annotations
 
 import re
+import sqlite3
 import shutil
 import subprocess
 import sys
@@ -121,8 +122,11 @@ def test_a_database_that_refuses_is_one_line(postgres, case, cause, fix, tmp_pat
 def test_head_server_with_a_wrong_password_stops_in_one_line(postgres, tmp_path):
     env = head_env(postgres, tmp_path, free_port(), tmp_path)
     (tmp_path / "pgpass").write_text(f"*:*:*:{postgres.user}:not-the-password\n")
-    done = start_head_server(env, tmp_path / "artifacts")
-    assert done.returncode == 2 and not (tmp_path / "mlflow.pid").exists()  # no server started
+    try:
+        done = start_head_server(env, tmp_path / "artifacts")
+        assert done.returncode == 2 and not (tmp_path / "mlflow.pid").exists()  # no server started
+    finally:
+        stop_head_server(tmp_path)
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: PostgreSQL tracking database postgresql://imlca@127.0.0.1:")
     assert "password authentication failed" in line and "PGPASSFILE" in line
@@ -152,3 +156,28 @@ def test_sqlite_store_is_copied_to_the_bucket_and_reported_from_there(s3, tmp_pa
     assert missing.stderr.splitlines() == [f"error: no tracking store at {storage}/nothing-here/mlflow.db; give the "
                                            "mlflow.db that a sweep copied to its bucket (the sweep prints its URI at "
                                            "the end: <storage_path>/<sweep>-<time>/mlflow.db)"]
+
+
+def test_the_heads_sqlite_file_is_found_and_copied_consistently(tmp_path, monkeypatch):
+    from imlca.tracking.database import snapshot, sqlite_file
+
+    db = tmp_path / "mlflow.db"
+    writer = sqlite3.connect(db)
+    writer.execute("CREATE TABLE runs (id TEXT)")
+    writer.execute("INSERT INTO runs VALUES ('finished')")
+    writer.commit()
+    monkeypatch.setenv("IMLCA_MLFLOW_DB", f"sqlite:///{db}")  # the head's server keeps sqlite (cluster configs)
+    assert sqlite_file(f"sqlite:///{db}") == db
+    assert sqlite_file("http://127.0.0.1:5000") == db  # the driver on the head tracks through that server
+    assert sqlite_file("http://mlflow.example.org:5000") is None  # another machine's server: not this file
+    assert sqlite_file(f"sqlite:///{tmp_path / 'absent.db'}") is None
+    monkeypatch.setenv("IMLCA_MLFLOW_DB", "postgresql://imlca@db:5432/imlca")
+    assert sqlite_file("http://127.0.0.1:5000") is None  # the records are in the database server already
+
+    writer.execute("INSERT INTO runs VALUES ('half-written')")  # a write in progress, not committed
+    snapshot(db, tmp_path / "copy.db")
+    writer.rollback()
+    writer.close()
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    assert copy.execute("SELECT id FROM runs").fetchall() == [("finished",)]
+    copy.close()

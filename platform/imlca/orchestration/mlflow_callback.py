@@ -8,6 +8,9 @@ A finished trial's files and figures (about a second of exporting and PNG render
 thread of the driver, so that Tune starts the next trial meanwhile; the sweep's end waits for them. A driver killed
 before a finished trial's export leaves its run RUNNING: the resumed sweep's end exports it from the trial's last
 checkpoint (Tune does not run a finished trial again).
+
+A sqlite store lives on the driver's machine only: at the sweep's end a copy goes beside its Tune state when that is
+in a bucket (`keep_sqlite_copy`); a database server (PostgreSQL) needs none.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """MLflow through its client, from the driver only: a parent run per sweep, a nested run per trial.
 
-Tracking URI: $MLFLOW_TRACKING_URI (MLflow's own convention) wins, else the config's, else sqlite:///mlflow.db.
+Tracking URI: $MLFLOW_TRACKING_URI (MLflow's own convention) wins, else the config's, else sqlite:///mlflow.db; an
+http server or a PostgreSQL database (tracking/database.py) is checked before anything runs.
 """
 from __future__ import annotations
 

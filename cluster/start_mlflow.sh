@@ -27,9 +27,8 @@ fi
 if [[ -z "${IMLCA_MLFLOW_DB:-}" ]]; then
   echo "warning: IMLCA_MLFLOW_DB is unset: run records in $STORE/mlflow.db, lost with this machine" >&2
 fi
-python -m imlca.tracking.database "$DB" || exit 2
-
-# the URI reaches the server in its environment, not its command line (which `ps` shows to every user)
+# the URI reaches the check and the server in their environment, not on a command line (`ps` shows those to all)
+IMLCA_MLFLOW_DB="$DB" python -m imlca.tracking.database || exit 2
 MLFLOW_BACKEND_STORE_URI="$DB" nohup setsid mlflow server --host 0.0.0.0 --port "$PORT" \
   --artifacts-destination "$ARTIFACTS" "${@:2}" >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"

@@ -15,6 +15,7 @@ in a bucket (`keep_sqlite_copy`); a database server (PostgreSQL) needs none.
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -43,7 +44,7 @@ def keep_sqlite_copy(uri: str, experiment_dir: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             snapshot(source, Path(tmp) / "mlflow.db")
             upload_file(Path(tmp) / "mlflow.db", target)
-    except OSError as err:  # the sweep's records are still in the local store; say why the copy is missing
+    except (OSError, sqlite3.Error) as err:  # the records are still in the local store; say why there is no copy
         print(f"warning: the tracking store {source} was not copied to {target}: {err}", flush=True)
         return
     print(f"tracking store copied to {target} (read it with: imlca report --uri {target})", flush=True)

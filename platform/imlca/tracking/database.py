@@ -3,7 +3,8 @@ copy of a sqlite store (which lives on one machine's disk) for the sweep to keep
 
 On a cluster the head's MLflow server keeps its records in $IMLCA_MLFLOW_DB (cluster/start_mlflow.sh): a
 postgresql:// URI outlives the head; a sqlite:/// file does not, so each sweep copies it beside its Tune state.
-`python -m imlca.tracking.database URI` is the check start_mlflow.sh runs before it starts the server.
+`python -m imlca.tracking.database [URI]` (default: $IMLCA_MLFLOW_DB) is the check start_mlflow.sh runs before it
+starts the server.
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def check_store(uri: str) -> None:
 
 if __name__ == "__main__":  # start_mlflow.sh: one line and exit code 2 when the server's database is unreachable
     try:
-        check_store(sys.argv[1])
+        check_store(sys.argv[1] if len(sys.argv) > 1 else os.environ[SERVER_DB])  # the environment keeps it off `ps`
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

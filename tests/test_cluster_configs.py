@@ -247,7 +247,8 @@ def test_kuberay_stores_checkpoints_and_artifacts_in_one_bucket():
 
 def test_no_credentials_in_the_cluster_files():
     # a key id, or a secret's name followed by a value (placeholders such as `...` or `<key>` are fine)
-    secrets = re.compile(r"AKIA[0-9A-Z]{16}|(?i:secret_access_key|private_key|session_token)\s*[:=]\s*[\w/+]{8}")
+    secrets = re.compile(r"AKIA[0-9A-Z]{16}|(?i:secret_access_key|private_key|session_token|password)\s*[:=]\s*"
+                         r"[\w/+]{8}|://[^/@\s:]+:[^/@\s]+@")  # the last: a URI with user:password@
     for path in CLUSTER.rglob("*"):
         if path.is_file():
             assert not secrets.search(path.read_text()), path
@@ -297,15 +298,22 @@ def test_rayjob_runs_the_paper_sweep_on_the_same_cluster():
     assert head["workingDir"] == "/home/ray/imlca"
 
 
+def tracking_objects() -> dict[str, dict]:
+    """The objects of kuberay/mlflow.yaml by kind/name."""
+    docs = yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text())
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
 def test_head_tracks_to_the_mlflow_service():
-    docs = {d["kind"]: d for d in yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text())}
-    assert set(docs) == {"PersistentVolumeClaim", "Deployment", "Service"}
-    service = docs["Service"]
+    docs = tracking_objects()
+    assert set(docs) == {"Service/imlca-mlflow-db", "StatefulSet/imlca-mlflow-db", "Deployment/imlca-mlflow",
+                         "Service/imlca-mlflow"}
+    service = docs["Service/imlca-mlflow"]
     assert service["spec"]["type"] == "ClusterIP"  # reached through kubectl port-forward, never exposed
     head = cluster_spec("raycluster.yaml")["headGroupSpec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in head["env"]}
     assert env["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
-    (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (server,) = docs["Deployment/imlca-mlflow"]["spec"]["template"]["spec"]["containers"]
     (allowed,) = [a for a in server["command"] if a.startswith("--allowed-hosts=")]
     assert "imlca-mlflow:5000" in allowed.split("=")[1].split(",")  # MLflow refuses unknown Host headers
 

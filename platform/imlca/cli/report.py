@@ -3,14 +3,18 @@ terminal or as a report file with figures (`--format md|csv|latex|html --out DIR
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 HELP = "summarise tracked runs: Ā, last accuracy, forgetting (mean ± std over seeds); --format html for a page"
 FORMAT_CHOICES = ("md", "csv", "latex", "html")
+OBJECT_STORES = ("s3://", "gs://")  # `--uri` there: a sweep's copy of its sqlite store (orchestration/storage.py)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="imlca", help="MLflow experiment name (default: imlca)")
-    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db), or the "
+                   "copy of a sqlite store that a sweep kept in its bucket (s3://.../mlflow.db)")
     p.add_argument("--parent", help="only the trials of this sweep's parent run id")
     p.add_argument("--paper", action="store_true", help="Table-1 shape beside the paper's numbers")
     p.add_argument("--format", choices=FORMAT_CHOICES,
@@ -20,11 +24,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "value on validation Ā, show the chosen value's test numbers")
 
 
-def execute(args: argparse.Namespace) -> int:
-    from imlca.tracking.report import format_paper, format_table, records, table_of
-    from imlca.tracking.store import Tracker, check_reachable, resolve_uri
+def readable_uri(uri: str, folder: Path) -> str:
+    """A sqlite copy in a bucket (s3://, gs://) is downloaded into `folder` and read from there."""
+    if not uri.startswith(OBJECT_STORES):
+        return uri
+    from imlca.errors import UserError
+    from imlca.orchestration.storage import download_file
 
-    uri = resolve_uri(args.uri)
+    local = folder / "mlflow.db"
+    try:
+        found = download_file(uri, local)
+    except OSError as err:
+        raise UserError(f"cannot read {uri} ({str(err).splitlines()[0]}); check the bucket's name and this "
+                        "machine's credentials for it") from None
+    if not found:
+        raise UserError(f"no tracking store at {uri}; give the mlflow.db that a sweep copied to its bucket (the sweep "
+                        "prints its URI at the end: <storage_path>/<sweep>-<time>/mlflow.db)")
+    return f"sqlite:///{local}"
+
+
+def execute(args: argparse.Namespace) -> int:
+    from imlca.tracking.database import with_driver
+    from imlca.tracking.store import resolve_uri
+
+    with tempfile.TemporaryDirectory(prefix="imlca-report-") as folder:
+        uri = resolve_uri(None) if args.uri is None else with_driver(args.uri)  # --uri wins over the environment
+        return report(args, readable_uri(uri, Path(folder)))
+
+
+def report(args: argparse.Namespace, uri: str) -> int:
+    from imlca.tracking.database import redacted
+    from imlca.tracking.report import format_paper, format_table, records, table_of
+    from imlca.tracking.store import Tracker, check_reachable
+
     check_reachable(uri)
     if args.select:
         from imlca.tracking.selection import collect_values, format_selection
@@ -36,7 +68,7 @@ def execute(args: argparse.Namespace) -> int:
     found = records(Tracker(uri, args.experiment), args.parent)
     table = table_of(found)
     if not table:
-        print(f"no finished runs in experiment '{args.experiment}' at {uri}")
+        print(f"no finished runs in experiment '{args.experiment}' at {redacted(uri)}")
         return 0
     if args.format:
         from imlca.report_pages import write_report

@@ -10,6 +10,7 @@ from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep, confirmation
 from imlca.errors import UserError
+from imlca.tracking.database import redacted
 from imlca.tracking.store import Tracker, check_reachable, resolve_uri, ui_link
 
 
@@ -80,7 +81,7 @@ def launch_sweep(sweep: Sweep, resume: bool = False, callbacks: tuple = ()) -> i
         return 1
     best = (max if sweep.cfg.mode == "max" else min)(finished, key=lambda r: r.metrics[sweep.cfg.metric])
     print(f"best trial: {describe(chosen_settings(best))}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
-    print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {uri}")
+    print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {redacted(uri)}")
     if sweep.cfg.confirm_space and not grid.errors:
         return confirm(sweep, grid, name)
     print(f"open the results side by side: make ui, then {ui_link('http://127.0.0.1:5000', experiment_id(uri, base))}")

@@ -8,10 +8,14 @@ A finished trial's files and figures (about a second of exporting and PNG render
 thread of the driver, so that Tune starts the next trial meanwhile; the sweep's end waits for them. A driver killed
 before a finished trial's export leaves its run RUNNING: the resumed sweep's end exports it from the trial's last
 checkpoint (Tune does not run a finished trial again).
+
+A sqlite store lives on the driver's machine only: at the sweep's end a copy goes beside its Tune state when that is
+in a bucket (`keep_sqlite_copy`); a database server (PostgreSQL) needs none.
 """
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,11 +25,29 @@ from ray import tune
 from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
 from imlca.engine.export import export_run_folder
-from imlca.orchestration.storage import join, read_text, write_text
+from imlca.orchestration.storage import is_uri, join, read_text, upload_file, write_text
 from imlca.orchestration.tune_sweep import trial_config
+from imlca.tracking.database import snapshot, sqlite_file
 from imlca.tracking.outputs import finish_sweep, log_run_outputs, system_metrics
 from imlca.tracking.runs import log_dataset, run_tags, trial_name
 from imlca.tracking.store import TRIAL_TAG, Tracker
+
+
+def keep_sqlite_copy(uri: str, experiment_dir: str) -> None:
+    """A sqlite store lives on one machine's disk (a cluster's head): a copy beside the sweep's Tune state in the
+    bucket outlives that machine, and `imlca report --uri <copy>` reads it. Nothing to copy for a database server."""
+    source = sqlite_file(uri)
+    if source is None or not is_uri(experiment_dir):
+        return
+    target = join(experiment_dir, "mlflow.db")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            snapshot(source, Path(tmp) / "mlflow.db")
+            upload_file(Path(tmp) / "mlflow.db", target)
+    except (OSError, sqlite3.Error) as err:  # the records are still in the local store; say why there is no copy
+        print(f"warning: the tracking store {source} was not copied to {target}: {err}", flush=True)
+        return
+    print(f"tracking store copied to {target} (read it with: imlca report --uri {target})", flush=True)
 
 
 def run_metrics(result: dict) -> dict:
@@ -175,3 +197,4 @@ class MlflowSweepCallback(tune.Callback):
             write_text(join(self.experiment_dir, "report.html"), page)
             print(f"report: {join(self.experiment_dir, 'report.html')}", flush=True)
         self.tracker.end_run(self.parent_id, "FINISHED")
+        keep_sqlite_copy(self.uri, self.experiment_dir)

@@ -61,6 +61,22 @@ def write_text(uri: str, text: str) -> None:
         stream.write(text.encode())
 
 
+def upload_file(local: Path, uri: str) -> None:
+    """Copy a local file to `uri` (written whole, then visible: object stores have no partial objects)."""
+    fs, path = _filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def download_file(uri: str, local: Path) -> bool:
+    """Copy the file at `uri` to `local`; False when there is no such file."""
+    fs, path = _filesystem(uri)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return False
+    pyarrow.fs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return True
+
+
 def folders(root: str, prefix: str) -> list[str]:
     """Sub-folders of `root` whose names start with `prefix`, as full paths or URIs, sorted by name."""
     fs, path = _filesystem(root)

@@ -1,6 +1,7 @@
 """MLflow through its client, from the driver only: a parent run per sweep, a nested run per trial.
 
-Tracking URI: $MLFLOW_TRACKING_URI (MLflow's own convention) wins, else the config's, else sqlite:///mlflow.db.
+Tracking URI: $MLFLOW_TRACKING_URI (MLflow's own convention) wins, else the config's, else sqlite:///mlflow.db; an
+http server or a PostgreSQL database (tracking/database.py) is checked before anything runs.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imlca.errors import TrackingError
+from imlca.tracking.database import check_store, with_driver
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG, TRIAL_TAG = "mlflow.parentRunId", "imlca.trial_id"
@@ -23,7 +25,7 @@ EXPERIMENT_TAGS = {KIND_TAG: "custom_model_development"}
 
 
 def resolve_uri(config_uri: str | None) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI
+    return with_driver(os.environ.get("MLFLOW_TRACKING_URI") or config_uri or DEFAULT_URI)
 
 
 def ui_link(server: str, experiment_id: str) -> str:
@@ -33,8 +35,10 @@ def ui_link(server: str, experiment_id: str) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail before any training when an MLflow server does not answer its /health endpoint."""
+    """Fail before any training when an MLflow server does not answer its /health endpoint, or a PostgreSQL
+    store refuses a connection."""
     if not uri.startswith(("http://", "https://")):
+        check_store(uri)
         return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:

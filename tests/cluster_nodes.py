@@ -17,6 +17,24 @@ from typing import Iterator
 
 from servers import BIN, RayHead, clean_env, free_port, free_ports, http_status, kill_session, start, stop, wait_for
 
+# The cluster tests' sweep: smoke.yaml's two trials with 1 epoch a phase; a path relative to the repository root
+CLUSTER_SWEEP = ["python", "-m", "imlca", "sweep", "tests/data/sweeps/cluster_smoke.yaml"]
+SHIP_PACKAGE = {"py_modules": ["platform/imlca"]}  # relative to the submitting directory, the repository root
+JOB_TIMEOUT_S = 600  # a smoke sweep takes about a minute alone on 2 cores; the suite shares them
+
+
+def job_runtime_env(**env_vars: str) -> dict:
+    """A job's runtime env as a user submits it (cluster/README.md): the package shipped, `env_vars` set."""
+    return {**SHIP_PACKAGE, "env_vars": env_vars}
+
+
+@dataclass
+class SubmittedJob:
+    job_id: str
+    done: subprocess.CompletedProcess  # the finished `ray job submit`: its stdout holds the job's log
+    storage: str  # the sweep's Tune storage (IMLCA_STORAGE)
+
+
 # A worker node's raylet waits 15 s for its dashboard agent's port file and aborts (not configurable in Ray 2.60);
 # on a loaded 2-core machine the agent's imports alone can take that long, so a worker start is retried.
 ATTEMPTS = 5

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ def tiny_overrides(**extra) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def tiny_run():
+    """One uninterrupted in-process run of sweeps/tiny.yaml (3 tasks × 2 classes): the reference numbers that
+    tests/test_protocol.py, tests/test_distributed.py and tests/test_chaos.py compare against. Read it, never
+    change it."""
+    from imlca.config import load_config
+    from imlca.engine.protocol import run_protocol
+
+    return run_protocol(load_config(TINY, tiny_overrides()))
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One small local Ray cluster shared by every Ray test of the session."""
     import ray
@@ -28,6 +40,30 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@dataclass
+class SmokeSweep:
+    uri: str  # sqlite:///<root>/mlflow.db, the store the sweep wrote to (experiment "imlca")
+    root: Path  # also holds the sweep's Tune storage, <root>/ray_results
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(ray_cluster, tmp_path_factory) -> SmokeSweep:
+    """sweeps/smoke.yaml (two trials, λ 0.1 and 0.5, tiny data) run once on `ray_cluster` as `make sweep` runs
+    it: tracked straight into a sqlite store, Tune storage in a local folder. tests/test_sweep.py and
+    tests/test_results_browser.py (which serves the store with `mlflow server`, as `make ui`) assert on it."""
+    from imlca.config.sweep import load_sweep
+    from imlca.orchestration.launch import launch_sweep
+
+    root = tmp_path_factory.mktemp("smoke-sweep")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
+    sweep.cfg.storage_path = str(root / "ray_results")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        assert launch_sweep(sweep) == 0
+    return SmokeSweep(uri, root)
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +114,21 @@ def two_nodes(tmp_path_factory, s3):
                 worker_stack.close()
 
         yield TwoNodes()
+
+
+@pytest.fixture(scope="session")
+def cluster_smoke_job(two_nodes, mlflow_on_s3, s3):
+    """The cluster smoke sweep (tests/data/sweeps/cluster_smoke.yaml: two trials, λ 0.1 and 0.5) submitted once
+    with `ray job submit` to `two_nodes`: the repository as working dir, the package as a py_module, Tune storage
+    s3://<bucket>/smoke, tracking `mlflow_on_s3`. Yields a `cluster_nodes.SubmittedJob` once the job has ended;
+    tests/test_cluster_job.py and tests/test_cluster_storage.py assert on this one job."""
+    import secrets
+
+    from cluster_nodes import CLUSTER_SWEEP, JOB_TIMEOUT_S, SubmittedJob, job_runtime_env
+    from servers import submit_job
+
+    storage, job_id = f"s3://{s3.bucket}/smoke", f"s3-{secrets.token_hex(4)}"
+    done = submit_job(two_nodes.head, CLUSTER_SWEEP,
+                      job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=storage), job_id,
+                      timeout=JOB_TIMEOUT_S)
+    return SubmittedJob(job_id, done, storage)

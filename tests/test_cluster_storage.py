@@ -16,16 +16,9 @@ import pytest
 
 from mlflow.tracking import MlflowClient
 
+from cluster_nodes import CLUSTER_SWEEP, JOB_TIMEOUT_S, job_runtime_env
 from conftest import REPO
 from servers import BIN, job_submit_argv, submit_job
-
-JOB_TIMEOUT_S = 600  # a smoke sweep takes about a minute alone on 2 cores; the suite shares them
-SHIP_PACKAGE = {"py_modules": ["platform/imlca"]}  # relative to the submitting directory, the repository root
-SWEEP = ["python", "-m", "imlca", "sweep", "tests/data/sweeps/cluster_smoke.yaml"]  # smoke.yaml, 1 epoch a phase
-
-
-def runtime_env(**env_vars: str) -> dict:
-    return {**SHIP_PACKAGE, "env_vars": env_vars}
 
 
 def task_lines(output: str) -> list[tuple[str, int]]:
@@ -48,8 +41,8 @@ def test_the_worker_sees_the_checkout_but_not_the_heads_session(two_nodes):
 def test_head_local_storage_is_refused_before_any_trial(two_nodes, mlflow_on_s3):
     # The default storage, ./ray_results, lies in the job's working dir on the head: no worker can reach it.
     job_id = f"local-{secrets.token_hex(4)}"
-    done = submit_job(two_nodes.head, SWEEP,
-                      runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3), job_id, timeout=JOB_TIMEOUT_S)
+    done = submit_job(two_nodes.head, CLUSTER_SWEEP,
+                      job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3), job_id, timeout=JOB_TIMEOUT_S)
     assert done.returncode != 0
     # `ray job submit` prints the job's log, then again the end of it with the job's status
     (error,) = {line for line in done.stdout.splitlines() if line.startswith("error: ")}
@@ -58,12 +51,9 @@ def test_head_local_storage_is_refused_before_any_trial(two_nodes, mlflow_on_s3)
     assert "Traceback" not in done.stdout and task_lines(done.stdout) == []  # refused up front, no trial ran
 
 
-def test_smoke_sweep_with_s3_storage_runs_on_the_worker_and_is_tracked(two_nodes, mlflow_on_s3, s3):
-    storage = f"s3://{s3.bucket}/smoke"
-    job_id = f"s3-{secrets.token_hex(4)}"
-    done = submit_job(two_nodes.head, SWEEP,
-                      runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=storage), job_id,
-                      timeout=JOB_TIMEOUT_S)
+def test_smoke_sweep_with_s3_storage_runs_on_the_worker_and_is_tracked(two_nodes, cluster_smoke_job, mlflow_on_s3,
+                                                                      s3):
+    done = cluster_smoke_job.done
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "best trial: align.lam=" in done.stdout
     assert sorted(task for _, task in task_lines(done.stdout)) == [0, 0, 1, 1, 2, 2]
@@ -121,7 +111,8 @@ def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_node
 
     sweep, run = "tests/data/sweeps/cluster_one_trial.yaml", f"loss-{secrets.token_hex(4)}"
     argv = job_submit_argv(two_nodes.head, ["python", "-m", "imlca", "sweep", sweep],
-                           runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{run}"), run)
+                           job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{run}"),
+                           run)
     job = subprocess.Popen(argv, env=two_nodes.head.env, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny configs, and one small local Ray cluster for the whole session."""
+"""Shared fixtures: tiny configs, and the expensive things of the session, each started or run once (README,
+"Tests", lists which tests use which): a local Ray cluster, a reference tiny run, a smoke sweep, an S3 server, an
+MLflow server on it, a two-node cluster and one smoke job on it. Reuse them rather than starting another; leave
+what they hold as you found it (write to an experiment, bucket prefix or folder of your own)."""
 from __future__ import annotations
 
 import os
@@ -77,7 +80,8 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mlflow_on_s3(tmp_path_factory, s3):
-    """An `mlflow server` whose artifacts go to the session's bucket (s3://<bucket>/mlflow); yields its URI."""
+    """An `mlflow server` whose artifacts go to the session's bucket (s3://<bucket>/mlflow); yields its URI. Several
+    tests log to it: find your runs by an experiment of your own or by run name."""
     from servers import mlflow_server
 
     with mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), f"s3://{s3.bucket}/mlflow", s3.env) as uri:

@@ -17,6 +17,24 @@ from typing import Iterator
 
 from servers import BIN, RayHead, clean_env, free_port, free_ports, http_status, kill_session, start, stop, wait_for
 
+# The cluster tests' sweep: smoke.yaml's two trials with 1 epoch a phase; a path relative to the repository root
+CLUSTER_SWEEP = ["python", "-m", "imlca", "sweep", "tests/data/sweeps/cluster_smoke.yaml"]
+SHIP_PACKAGE = {"py_modules": ["platform/imlca"]}  # relative to the submitting directory, the repository root
+JOB_TIMEOUT_S = 600  # a smoke sweep takes about a minute alone on 2 cores; the suite shares them
+
+
+def job_runtime_env(**env_vars: str) -> dict:
+    """A job's runtime env as a user submits it (cluster/README.md): the package shipped, `env_vars` set."""
+    return {**SHIP_PACKAGE, "env_vars": env_vars}
+
+
+@dataclass
+class SubmittedJob:
+    job_id: str
+    done: subprocess.CompletedProcess  # the finished `ray job submit`: its stdout holds the job's log
+    storage: str  # the sweep's Tune storage (IMLCA_STORAGE)
+
+
 # A worker node's raylet waits 15 s for its dashboard agent's port file and aborts (not configurable in Ray 2.60);
 # on a loaded 2-core machine the agent's imports alone can take that long, so a worker start is retried.
 ATTEMPTS = 5
@@ -94,13 +112,16 @@ def known_nodes(head: RayHead, timeout_s: float = 60.0) -> set[str]:
 
 
 @contextmanager
-def ray_worker(head: RayHead, log: Path, num_cpus: int, env: dict[str, str] | None = None,
-               hidden: str = "/tmp") -> Iterator[subprocess.Popen]:
+def ray_worker(head: RayHead, log: Path, num_cpus: int,
+               env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """A worker node that cannot see the head's disk, as on a real cluster: `ray start --block` in a mount
-    namespace of its own (root only) with an empty tmpfs over `hidden`, which holds the head's Ray session, the
-    tests' folders and any head-local storage. Its token comes in the environment (the head's file is hidden).
+    namespace of its own (root only) with an empty tmpfs over the head's Ray temp dir, which holds the head's
+    session and the jobs' working dirs (where head-local storage such as ./ray_results lands); the node's own
+    temp dir lies in that tmpfs. Only that folder is hidden: the checkout and its venv stay visible wherever they
+    are (a tmpfs over all of /tmp hid them from a checkout under /tmp). Its token comes in the environment.
     Yields once the cluster has a new alive node; on exit kills the node's whole session."""
     known = known_nodes(head)
+    hidden = str(head.temp_dir)
     agent, agent_grpc, runtime_env_agent, metrics = free_ports(4)
     ray_start = [str(BIN / "ray"), "start", "--block", f"--address={head.address}", "--node-ip-address=127.0.0.1",
                  f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={hidden}/ray-worker",

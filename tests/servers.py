@@ -119,14 +119,16 @@ def stop(proc: subprocess.Popen, grace_s: float = 30.0, whole_group: bool = True
 
 
 @contextmanager
-def mlflow_server(root: Path, artifacts: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`mlflow server` on a free port, sqlite store under `root`, artifacts under `root` or at `artifacts` (an
-    s3:// URI: then `env` holds the endpoint and credentials); yields its http URI."""
+def mlflow_server(root: Path, artifacts: str | None = None, env: dict[str, str] | None = None,
+                  store: Path | None = None) -> Iterator[str]:
+    """`mlflow server` on a free port over the sqlite file `store` (one it creates under `root` when None: an
+    existing one is served as `mlflow ui` serves it), new artifacts under `root` or at `artifacts` (an s3:// URI:
+    then `env` holds the endpoint and credentials); yields its http URI."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = root / "mlflow-server.log"
     proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{root / 'm.db'}",
+                  "--backend-store-uri", f"sqlite:///{store or root / 'm.db'}",
                   "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "1"],
                  clean_env(**(env or {})), log)
     try:

@@ -20,24 +20,27 @@ from imlca.core.gaussian_bank import GaussianBank
 from conftest import REPO
 
 
-def run_bench(*args: str, tmp_path) -> dict:
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "imlca", "bench", "--quick", *args, "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def quick_rows(tmp_path_factory) -> dict[str, dict]:
+    """One `imlca bench --quick --only merge --only bank` process; its JSON rows by name, after the checks every
+    row must pass (printed as it finished, finite positive timings and ratios)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "imlca", "bench", "--quick", "--only", "merge", "--only", "bank",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["settings"] == {"quick": True, "threads": 1}
-    assert [r["name"] for r in doc["results"]] == [a for a in args if a != "--only"]
-    row = doc["results"][0]
-    assert row["name"] in done.stdout and f"{row['ratio']:.3f}x" in done.stdout  # printed as it finished
-    assert row["error"] is None and row["skipped"] is None
-    for value in [row["ratio"], row["wall_s"], *row["timings_s"].values(), *row["ratios"].values()]:
-        assert isinstance(value, float) and math.isfinite(value) and value > 0
-    return row
+    assert [r["name"] for r in doc["results"]] == ["merge", "bank"]
+    for row in doc["results"]:
+        assert row["name"] in done.stdout and f"{row['ratio']:.3f}x" in done.stdout  # printed as it finished
+        assert row["error"] is None and row["skipped"] is None
+        for value in [row["ratio"], row["wall_s"], *row["timings_s"].values(), *row["ratios"].values()]:
+            assert isinstance(value, float) and math.isfinite(value) and value > 0
+    return {row["name"]: row for row in doc["results"]}
 
 
-def test_quick_merge_reports_every_rule_and_space(tmp_path):
-    row = run_bench("--only", "merge", tmp_path=tmp_path)
+def test_quick_merge_reports_every_rule_and_space(quick_rows):
+    row = quick_rows["merge"]
     assert row["goal"] == {"op": "<=", "target": 1.5, "unit": "x", "text": row["goal"]["text"]}
     cases = {"factors/ties", "factors/max_abs", "delta/ties", "delta/max_abs"}
     assert set(row["ratios"]) == cases
@@ -51,8 +54,8 @@ def test_quick_merge_reports_every_rule_and_space(tmp_path):
     assert row["details"]["bytes_per_adapter"] == {"factors": 1_572_864, "delta": 14_155_776}
 
 
-def test_quick_bank_reports_speedups_and_moments(tmp_path):
-    row = run_bench("--only", "bank", tmp_path=tmp_path)
+def test_quick_bank_reports_speedups_and_moments(quick_rows):
+    row = quick_rows["bank"]
     assert (row["goal"]["op"], row["goal"]["target"]) == (">=", 5.0)
     assert set(row["ratios"]) == {"first", "cached"} and row["ratio"] == min(row["ratios"].values())
     assert set(row["timings_s"]) == {"bank_first", "bank_cached", "mvn_first", "mvn_cached"}

@@ -8,7 +8,6 @@ import psutil
 import pytest
 
 from imlca.config import load_config
-from imlca.engine.protocol import run_protocol
 from imlca.orchestration.ray_step import run_distributed
 
 from conftest import TINY, tiny_overrides
@@ -34,8 +33,8 @@ def kill(pid: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def undisturbed():
-    return run_protocol(load_config(TINY, tiny_overrides()))
+def undisturbed(tiny_run):
+    return tiny_run  # the session's in-process run of the same config
 
 
 def test_task_worker_killed_mid_task(ray_cluster, undisturbed, tmp_path):

@@ -1,7 +1,7 @@
 """Sweeps on a cluster whose worker node cannot see the head's disk (tests/conftest.py `two_nodes`: the head
-has no CPUs, so every trial runs on the worker; the worker has an empty tmpfs over /tmp), with storage on an
-S3-compatible server (moto) on loopback. Jobs are submitted as a user submits them: `ray job submit` with the
-sweep files as working dir and the package shipped as a py_module (cluster/README.md)."""
+has no CPUs, so every trial runs on the worker; the worker has an empty tmpfs over the head's Ray temp dir), with
+storage on an S3-compatible server (moto) on loopback. Jobs are submitted as a user submits them: `ray job submit`
+with the sweep files as working dir and the package shipped as a py_module (cluster/README.md)."""
 from __future__ import annotations
 
 import json
@@ -10,21 +10,15 @@ import secrets
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from mlflow.tracking import MlflowClient
 
+from cluster_nodes import CLUSTER_SWEEP, JOB_TIMEOUT_S, job_runtime_env
 from conftest import REPO
-from servers import job_submit_argv, submit_job
-
-JOB_TIMEOUT_S = 600  # a smoke sweep takes about a minute alone on 2 cores; the suite shares them
-SHIP_PACKAGE = {"py_modules": ["platform/imlca"]}  # relative to the submitting directory, the repository root
-SWEEP = ["python", "-m", "imlca", "sweep", "tests/data/sweeps/cluster_smoke.yaml"]  # smoke.yaml, 1 epoch a phase
-
-
-def runtime_env(**env_vars: str) -> dict:
-    return {**SHIP_PACKAGE, "env_vars": env_vars}
+from servers import BIN, job_submit_argv, submit_job
 
 
 def task_lines(output: str) -> list[tuple[str, int]]:
@@ -32,11 +26,23 @@ def task_lines(output: str) -> list[tuple[str, int]]:
     return [(m[1], int(m[2])) for m in re.finditer(r"^\[(\w+)\] .*: task (\d+) A_t=", output, re.M)]
 
 
+def test_the_worker_sees_the_checkout_but_not_the_heads_session(two_nodes):
+    """Seen through the worker node's mount namespace (/proc/<pid>/root): the head's session folder is an empty
+    tmpfs but for the node's own temp dir, while the venv's `ray` and this checkout are there, wherever the checkout
+    lives (a tmpfs over all of /tmp hid them from a checkout under /tmp: `.venv/bin/ray: not found`)."""
+    worker_root = Path(f"/proc/{two_nodes.worker.pid}/root")
+    head_dir = two_nodes.head.temp_dir
+    assert (head_dir / "session_latest").exists()
+    assert [p.name for p in (worker_root / head_dir.relative_to("/")).iterdir()] == ["ray-worker"]
+    assert (worker_root / BIN.relative_to("/") / "ray").is_file()
+    assert (worker_root / REPO.relative_to("/") / "platform" / "imlca" / "__init__.py").is_file()
+
+
 def test_head_local_storage_is_refused_before_any_trial(two_nodes, mlflow_on_s3):
     # The default storage, ./ray_results, lies in the job's working dir on the head: no worker can reach it.
     job_id = f"local-{secrets.token_hex(4)}"
-    done = submit_job(two_nodes.head, SWEEP,
-                      runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3), job_id, timeout=JOB_TIMEOUT_S)
+    done = submit_job(two_nodes.head, CLUSTER_SWEEP,
+                      job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3), job_id, timeout=JOB_TIMEOUT_S)
     assert done.returncode != 0
     # `ray job submit` prints the job's log, then again the end of it with the job's status
     (error,) = {line for line in done.stdout.splitlines() if line.startswith("error: ")}
@@ -45,12 +51,9 @@ def test_head_local_storage_is_refused_before_any_trial(two_nodes, mlflow_on_s3)
     assert "Traceback" not in done.stdout and task_lines(done.stdout) == []  # refused up front, no trial ran
 
 
-def test_smoke_sweep_with_s3_storage_runs_on_the_worker_and_is_tracked(two_nodes, mlflow_on_s3, s3):
-    storage = f"s3://{s3.bucket}/smoke"
-    job_id = f"s3-{secrets.token_hex(4)}"
-    done = submit_job(two_nodes.head, SWEEP,
-                      runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=storage), job_id,
-                      timeout=JOB_TIMEOUT_S)
+def test_smoke_sweep_with_s3_storage_runs_on_the_worker_and_is_tracked(two_nodes, cluster_smoke_job, mlflow_on_s3,
+                                                                      s3):
+    done = cluster_smoke_job.done
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "best trial: align.lam=" in done.stdout
     assert sorted(task for _, task in task_lines(done.stdout)) == [0, 0, 1, 1, 2, 2]
@@ -108,7 +111,8 @@ def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_node
 
     sweep, run = "tests/data/sweeps/cluster_one_trial.yaml", f"loss-{secrets.token_hex(4)}"
     argv = job_submit_argv(two_nodes.head, ["python", "-m", "imlca", "sweep", sweep],
-                           runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{run}"), run)
+                           job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{run}"),
+                           run)
     job = subprocess.Popen(argv, env=two_nodes.head.env, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
@@ -119,7 +123,7 @@ def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_node
         uploading = wait_for_checkpoint(s3, f"{run}/", 1, job)
         assert uploading < 2, "the trial reached its last task before its node could be lost"
         two_nodes.lose_worker()  # SIGKILL to the node's session: its raylet, the trial, TaskWorker, MergeActor
-        two_nodes.add_worker()  # a new node, with an empty /tmp: only the bucket holds the trial's state
+        two_nodes.add_worker()  # a new node, with an empty temp dir: only the bucket holds the trial's state
         output, _ = job.communicate(timeout=JOB_TIMEOUT_S)
     finally:
         if job.poll() is None:

@@ -2,16 +2,14 @@
 import torch
 
 from imlca.config import load_config
-from imlca.engine.protocol import run_protocol
 from imlca.orchestration.ray_step import run_distributed
 
 from conftest import TINY, tiny_overrides
 
 
-def test_distributed_equals_in_process(ray_cluster, tmp_path):
-    cfg = load_config(TINY, tiny_overrides())
-    local = run_protocol(cfg)
-    remote = run_distributed(cfg, checkpoint_dir=tmp_path)
+def test_distributed_equals_in_process(ray_cluster, tiny_run, tmp_path):
+    local = tiny_run  # run_protocol of the same config, in this process
+    remote = run_distributed(load_config(TINY, tiny_overrides()), checkpoint_dir=tmp_path)
     assert remote.acc == local.acc
     assert [r["avg_acc"] for r in remote.reports] == [r["avg_acc"] for r in local.reports]
     for key, value in local.merged.items():

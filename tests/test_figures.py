@@ -1,15 +1,21 @@
-"""Figures carry exactly the numbers they are drawn from (read back from the Figure's artists), and the report
-pages show the runs' numbers, best in bold, with every figure inlined."""
+"""Figures carry exactly the numbers they are drawn from (read back from the Figure's artists), the sweep figures
+and report pages those of runs logged to a real sqlite MLflow store and read back from it, best in bold, with
+every figure inlined."""
 import base64
+import json
 import math
 import re
 
 import pytest
 
 from imlca import figures
-from imlca.report_pages import build_report, csv_text, html_page, latex, markdown
+from imlca.config import load_config
+from imlca.report_pages import build_report, csv_text, html_page, latex, markdown, sweep_figures
 from imlca.tracking.report import records
+from imlca.tracking.runs import TrackedRun
 from imlca.tracking.store import Tracker
+
+from conftest import TINY, tiny_overrides
 
 ACC = {"im": [[90.0], [60.0, 80.0], [40.0, 50.0, 70.0]], "im_lca": [[90.0], [70.0, 82.0], [55.0, 60.0, 75.0]]}
 
@@ -51,35 +57,55 @@ def test_method_bars_heights_and_error_bars_are_mean_and_std_over_seeds():
     assert spans == [1.0, round(math.sqrt(2), 4)]  # sample std of (94, 95, 96) and of (90, 92)
 
 
-def log_trial(tracker, seed, lam, values, rule="ties"):
-    run = tracker.start_run(f"lam={lam} seed={seed}", {"seed": seed, "align.lam": lam, "merge.rule": rule},
-                            {"benchmark": "synthetic", "seed": seed, "merge_rule": rule, "imlca.kind": "trial"})
-    tracker.log_metrics(run, {f"{m}/{k}": v for m, row in values.items()
-                              for k, v in zip(("avg_acc", "last_acc", "forgetting"), row)}, step=0)
-    tracker.end_run(run)
+def log_run(uri: str, seed: int, lam: float, final: dict[str, tuple[float, float, float]]) -> None:
+    """One run through the project's tracking (`TrackedRun`, as `imlca run --track`): a task report per task of
+    tiny.yaml's 3, the last with `final` (method → Ā, last accuracy, forgetting), the earlier ones 10 points lower
+    (the store keeps every step; the figures must use the last); results.json's matrix gives the run's figures."""
+    cfg = load_config(TINY, tiny_overrides(seed=seed, **{"align.lam": lam, "tracking.uri": uri,
+                                                         "name": f"lam={lam} seed={seed}"}))
+    run = TrackedRun(cfg)
+    for task, lower in enumerate((20.0, 10.0, 0.0)):
+        report = {"task": task, "train_loss": 1.0}
+        report.update({f"{m}/{k}": v - lower for m, row in final.items()
+                       for k, v in zip(("avg_acc", "last_acc", "forgetting"), row)})
+        run.on_task(report)
+    run.finish(lambda folder: (folder / "results.json").write_text(json.dumps({"acc": ACC})))
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('m') / 'm.db'}", "exp")
-    log_trial(tracker, 1, 0.1, {"im": (60.0, 50.0, 20.0), "im_lca": (70.0, 65.0, 10.0)})
-    log_trial(tracker, 2, 0.1, {"im": (62.0, 52.0, 22.0), "im_lca": (72.0, 67.0, 12.0)})
-    log_trial(tracker, 1, 0.5, {"im": (61.0, 51.0, 21.0), "im_lca": (74.0, 60.0, 30.0)})
-    return records(tracker)
+def store(tmp_path_factory):
+    """A real sqlite MLflow store holding three finished runs: λ 0.1 (seeds 1, 2) and λ 0.5 (seed 1)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('m') / 'm.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the config's tracking.uri
+        log_run(uri, 1, 0.1, {"im": (60.0, 50.0, 20.0), "im_lca": (70.0, 65.0, 10.0)})
+        log_run(uri, 2, 0.1, {"im": (62.0, 52.0, 22.0), "im_lca": (72.0, 67.0, 12.0)})
+        log_run(uri, 1, 0.5, {"im": (61.0, 51.0, 21.0), "im_lca": (74.0, 60.0, 30.0)})
+    return Tracker(uri, "imlca")
 
 
-def test_sweep_lines_plot_each_setting_mean_from_the_store(logged):
-    report = build_report("t", logged)
-    captions = [c for c, _ in report.figures]
-    assert captions == ["Ā per benchmark and method", "Ā against align.lam"]
-    points = {}
-    for r in logged:
-        for m in r.methods:
-            points.setdefault(m, {}).setdefault(float(r.params["align.lam"]), []).append(r.metrics[f"{m}/avg_acc"])
-    ax = figures.sweep_lines(points, "align.lam").axes[0]
+@pytest.fixture(scope="module")
+def logged(store):
+    return records(store)
+
+
+def test_sweep_figures_plot_each_setting_mean_from_the_store(logged):
+    """The figures the report draws from the records read back from the store (not points built here)."""
+    drawn = dict(sweep_figures(logged))
+    assert list(drawn) == ["Ā per benchmark and method", "Ā against align.lam"]
+    ax = drawn["Ā against align.lam"].axes[0]
     means = {c.get_label(): list(c.lines[0].get_ydata()) for c in ax.containers}  # one errorbar per method
-    assert means == {"IM": [61.0, 61.0], "IM+LCA": [71.0, 74.0]}
+    assert means == {"IM": [61.0, 61.0], "IM+LCA": [71.0, 74.0]}  # λ 0.1: (60 + 62) / 2, (70 + 72) / 2
     assert [list(c.lines[0].get_xdata()) for c in ax.containers] == [[0.1, 0.5], [0.1, 0.5]]
+    # bars: every run of the benchmark per method, IM (60, 62, 61), IM+LCA (70, 72, 74)
+    assert [p.get_height() for p in drawn["Ā per benchmark and method"].axes[0].patches] == [61.0, 72.0]
+
+
+def test_each_tracked_run_logs_its_accuracy_figures(store, logged):
+    for record in logged:
+        names = {a.path for a in store.client.list_artifacts(record.run_id, "figures")}
+        assert names == {"figures/accuracy_curves.png", "figures/accuracy_matrix_im.png",
+                         "figures/accuracy_matrix_im_lca.png"}
 
 
 def test_report_formats_show_each_setting_best_in_bold(logged):

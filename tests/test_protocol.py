@@ -14,9 +14,9 @@ from conftest import TINY, tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def reference():
-    """One uninterrupted tiny run (3 tasks × 2 classes), shared by the tests below."""
-    return run_protocol(load_config(TINY, tiny_overrides()))
+def reference(tiny_run):
+    """One uninterrupted tiny run (3 tasks × 2 classes): the session's (tests/conftest.py)."""
+    return tiny_run
 
 
 def test_protocol_numbers(reference):

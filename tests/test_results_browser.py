@@ -1,36 +1,26 @@
 """What a person looks at after a sweep, in a real headless Chromium: the self-contained HTML report the sweep
 wrote (table = the runs' numbers, every figure loaded) and the MLflow UI of a real `mlflow server` (the trial
-runs on the experiment's page, a logged figure in a trial's artifact view). One two-trial tiny sweep serves all."""
-import os
+runs on the experiment's page, a logged figure in a trial's artifact view). The session's two-trial tiny sweep
+(tests/conftest.py `smoke_sweep`, also tests/test_sweep.py's) serves all."""
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from imlca.cli import main
-from imlca.config.sweep import load_sweep
-from imlca.orchestration.launch import launch_sweep
 
 from browser import chromium, wait_until
-from conftest import REPO
 from servers import mlflow_server
 
 ALL_IMAGES_LOADED = ("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
 
 
 @pytest.fixture(scope="module")
-def swept(ray_cluster, tmp_path_factory):
-    """sweeps/smoke.yaml (λ ∈ {0.1, 0.5}, tiny data) tracked by a real mlflow server; yields (uri, root)."""
+def swept(smoke_sweep, tmp_path_factory):
+    """The session's smoke sweep (sweeps/smoke.yaml: λ ∈ {0.1, 0.5}, tiny data, tracked in a sqlite store) served
+    by a real `mlflow server` over its store, as `make ui` serves it; yields (server uri, a scratch folder)."""
     root = tmp_path_factory.mktemp("swept")
-    with mlflow_server(root) as uri:
-        before = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        try:
-            sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
-            sweep.cfg.storage_path = str(root / "ray_results")
-            assert launch_sweep(sweep) == 0
-        finally:
-            os.environ.pop("MLFLOW_TRACKING_URI") if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
+    with mlflow_server(root, store=Path(smoke_sweep.uri.removeprefix("sqlite:///"))) as uri:
         yield uri, root
 
 

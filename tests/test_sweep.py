@@ -1,30 +1,18 @@
-"""A real two-trial Tune sweep on the shared local Ray cluster, tracked in a real sqlite MLflow store."""
+"""A real two-trial Tune sweep on the shared local Ray cluster, tracked in a real sqlite MLflow store (the
+session's `smoke_sweep`, tests/conftest.py)."""
 import os
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from imlca.orchestration.launch import launch_sweep
-from imlca.config.sweep import load_sweep
 from imlca.tracking.store import PARENT_TAG
-
-from conftest import REPO
 
 ARTIFACTS = {"config.yaml", "results.json", "accuracy_im_lca.csv", "accuracy_im.csv", "accuracy_im_ca.csv",
              "adapter.safetensors", "heads.safetensors"}
 
 
-@pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-def test_two_trial_sweep_is_tracked(ray_cluster, tracking, tmp_path):
-    sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
-    sweep.cfg.storage_path = str(tmp_path / "ray_results")
-    assert launch_sweep(sweep) == 0
+def test_two_trial_sweep_is_tracked(smoke_sweep, tmp_path):
+    tracking = MlflowClient(tracking_uri=smoke_sweep.uri)
     experiment = tracking.get_experiment_by_name("imlca")
     runs = tracking.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("imlca.kind") == "sweep"]
@@ -52,4 +40,4 @@ def test_two_trial_sweep_is_tracked(ray_cluster, tracking, tmp_path):
         assert rows[0] == "after_task,task_0,task_1,task_2" and len(rows) == 4
         assert float(rows[3].split(",")[3]) == pytest.approx(
             tracking.get_metric_history(run.info.run_id, "acc_2")[-1].value, abs=1e-4)
-    assert os.path.isdir(tmp_path / "ray_results")
+    assert os.path.isdir(smoke_sweep.root / "ray_results")

@@ -122,25 +122,14 @@ def test_corrupt_entry_is_recomputed_partial_entries_are_never_read(stored, tmp_
 
 
 @pytest.fixture
-def s3_env(tmp_path, monkeypatch):
-    """moto's S3 server on a free loopback port with one empty bucket; its dummy credentials and endpoint are set
-    in this test's environment only (pyarrow reads AWS_* from there)."""
-    import boto3
-
-    from servers import BIN, clean_env, free_port, http_status, start, stop, wait_for
-
-    endpoint, log = f"http://127.0.0.1:{free_port()}", tmp_path / "moto.log"
-    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]], clean_env(), log)
-    try:
-        wait_for(lambda: http_status(f"{endpoint}/moto-api/") == 200, "moto server", proc, log)
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(key, value)
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket="imlca-cache")
-        yield client
-    finally:
-        stop(proc)
+def s3_env(s3, monkeypatch):
+    """The session's S3 server (tests/conftest.py `s3`) with a bucket of this test's; its dummy credentials and
+    endpoint are set in this test's environment only (pyarrow reads AWS_* from there). Yields a boto3 client."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    client = s3.client()
+    client.create_bucket(Bucket="imlca-cache")
+    return client
 
 
 def test_object_store_entries_round_trip_and_corruption_is_detected(stored, s3_env):

@@ -14,6 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from imlca import figures
 from imlca.registries import METHODS
 
@@ -95,8 +97,9 @@ def swept_keys(found: list) -> list[str]:
                   and len({r.params.get(k) for r in found}) > 1)
 
 
-def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, bytes]]:
-    """Ā per method × benchmark (bars, seeds' spread), Ā against each swept key, λ × α-style heatmap for two."""
+def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, Figure]]:
+    """Ā per method × benchmark (bars, seeds' spread), Ā against each swept key, λ × α-style heatmap for two:
+    (caption, Figure) pairs, drawn from the records' own metrics."""
     out = []
     label = (lambda r: r.benchmark) if len({r.rule for r in found}) <= 1 else (lambda r: f"{r.benchmark} {r.rule}")
     bars: dict = defaultdict(list)
@@ -104,14 +107,14 @@ def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, byte
         for method in record.methods:
             bars[(label(record), method)].append(record.metrics[f"{method}/avg_acc"])
     if bars:
-        out.append(("Ā per benchmark and method", figures.png_bytes(figures.method_bars(bars))))
+        out.append(("Ā per benchmark and method", figures.method_bars(bars)))
     keys = swept_keys(found)
     for key in keys:
         points: dict = defaultdict(lambda: defaultdict(list))
         for record in found:
             for method in record.methods:
                 points[method][_number(record.params.get(key))].append(record.metrics[f"{method}/avg_acc"])
-        out.append((f"Ā against {key}", figures.png_bytes(figures.sweep_lines(points, key))))
+        out.append((f"Ā against {key}", figures.sweep_lines(points, key)))
     if len(keys) == 2:
         cells: dict = defaultdict(list)
         for record in found:
@@ -120,7 +123,7 @@ def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, byte
                 cells[coords].append(record.metrics[f"{headline}/avg_acc"])
         if cells:
             fig = figures.sweep_heatmap(cells, keys[0], keys[1], f"{figures.label(headline)} Ā")
-            out.append((f"{keys[0]} × {keys[1]}", figures.png_bytes(fig)))
+            out.append((f"{keys[0]} × {keys[1]}", fig))
     return out
 
 
@@ -136,7 +139,7 @@ def robustness_rows(found: list) -> list[tuple[str, str, dict[str, float]]]:
 
 def build_report(title: str, found: list, with_figures: bool = True) -> Report:
     rows = build_rows(found)
-    drawn = sweep_figures(found) if with_figures else []
+    drawn = [(caption, figures.png_bytes(fig)) for caption, fig in sweep_figures(found)] if with_figures else []
     return Report(title, rows, best_cells(rows), drawn, robustness_rows(found), found)
 
 

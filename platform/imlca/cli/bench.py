@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from imlca.bench.measure import Settings
+    from imlca.bench.measure import MISSED, Settings
     from imlca.bench.table import check_output, run_benchmarks, select
     from imlca.errors import UserError
 
@@ -32,4 +32,4 @@ def execute(args: argparse.Namespace) -> int:
     results = run_benchmarks(names, Settings(args.quick, args.threads, args.gpu), json_path)
     if any(r.error for r in results):
         return 1
-    return 1 if args.strict and any(r.passed is False for r in results) else 0
+    return 1 if args.strict and any(r.verdict == MISSED for r in results) else 0

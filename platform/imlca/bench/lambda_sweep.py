@@ -81,7 +81,7 @@ def bench_lambda_sweep(settings: Settings) -> Measurement:
     from imlca.orchestration.tune_sweep import trial_config
     from imlca.tracking.store import Tracker
 
-    tree, repeats = embedded_tree(settings), 2 if settings.quick else 3
+    tree, repeats = embedded_tree(settings), 3
     ensure_ray(max(2, settings.threads))
     codes: list[int] = []
     with tempfile.TemporaryDirectory(prefix="imlca-bench-lambda-") as tmp, environment(

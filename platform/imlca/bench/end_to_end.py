@@ -175,7 +175,7 @@ def bench_task_overhead(settings: Settings) -> Measurement:
                "bare_task_median": statistics.median(t for r in runs["bare"] for t in r["tasks"][1:])}
     note = (f"tasks 1.. of the end_to_end runs: {timings['platform_task_median']:.2f} s a task on the platform, "
             f"{timings['bare_task_median']:.2f} s in the bare process ({statistics.median(versus):+.1%}, not "
-            f"judged: run-to-run noise)")
+            f"judged: it also holds how fast the actors compute, and run-to-run noise)")
     return Measurement([whole for whole, _ in fractions], timings, {"vs_in_process": statistics.median(versus)},
                        {"same_accuracies": _same_results(runs)},
                        {"per_task": [tasks for _, tasks in fractions], "vs_in_process": versus}, note=note)

@@ -52,7 +52,7 @@ def test_gpu_script_imports_neither_ray_nor_mlflow(tmp_path):
     rates = row["details"]["images_per_s"]
     assert set(rates) == {"synthetic", "cached", "jpeg"} and all(v > 0 for v in rates.values())
     if not torch.cuda.is_available():  # the CPU smoke test of the same three paths, nothing judged
-        assert row["skipped"].startswith("no CUDA device: a CPU smoke test") and row["passed"] is None
+        assert row["skipped"].startswith("no CUDA device: a CPU smoke test") and row["verdict"] is None
 
 
 def test_gpu_flag_runs_alone(capsys):

@@ -2,10 +2,11 @@
 
 The platform's own model (build_model: random-init `vit_base_patch16_224`, LoRA r=64 on qkv) and training loop
 (train_task: SGD, bf16 autocast) on synthetic tensors already on the GPU, so the number is the loop's, not a
-data loader's. MFU = images/s × 70 GFLOP per image / the device's peak dense bf16 FLOP/s.
+data loader's. MFU = images/s × 70 GFLOP per image / the device's peak dense bf16 FLOP/s, one value per timed pass.
 """
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -16,6 +17,7 @@ from imlca.bench.measure import Measurement, Settings
 FLOP_PER_IMAGE = 70e9  # DESIGN §6: forward 17.58 GMACs = 35.2 GFLOP, ×2 for LoRA training
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s by device-name fragment (SXM parts)
 NUM_CLASSES, SIZE = 10, 224
+REPEATS = 3  # timed passes of `steps` steps each, one MFU value per pass
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -39,29 +41,37 @@ def training_setup(batch: int, device: torch.device):
     return cfg, model, head, (images, targets)
 
 
-def bench_gpu(settings: Settings) -> Measurement:
-    if not torch.cuda.is_available():
-        return Measurement(None, skipped="no CUDA device (torch.cuda.is_available() is False)")
+def timed_steps(model, head, batch_tensors, steps: int, cfg, device: torch.device) -> float:
     from imlca.engine.loops import train_task
 
-    batch, steps, warmup = (32, 5, 2) if settings.quick else (128, 30, 5)
-    device = torch.device("cuda")
-    cfg, model, head, batch_tensors = training_setup(batch, device)
-    train_task(model, head, [batch_tensors] * warmup, 0, cfg.train, device)
     torch.cuda.synchronize()
     start = time.perf_counter()
     train_task(model, head, [batch_tensors] * steps, 0, cfg.train, device)
     torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    images_per_s = steps * batch / seconds
+    return time.perf_counter() - start
+
+
+def mfu(images_per_s: float, peak: float) -> float:
+    return images_per_s * FLOP_PER_IMAGE / peak
+
+
+def bench_gpu(settings: Settings) -> Measurement:
+    if not torch.cuda.is_available():
+        return Measurement([], skipped="no CUDA device (torch.cuda.is_available() is False)")
+    batch, steps, warmup = (32, 5, 2) if settings.quick else (128, 30, 5)
+    device = torch.device("cuda")
+    cfg, model, head, batch_tensors = training_setup(batch, device)
+    timed_steps(model, head, batch_tensors, warmup, cfg, device)
+    seconds = [timed_steps(model, head, batch_tensors, steps, cfg, device) for _ in range(REPEATS)]
+    rates = [steps * batch / s for s in seconds]
     name = torch.cuda.get_device_name(device)
-    details = {"device": name, "batch": batch, "steps": steps, "warmup_steps": warmup,
-               "images_per_s": images_per_s, "flop_per_image": FLOP_PER_IMAGE}
+    details = {"device": name, "batch": batch, "steps": steps, "warmup_steps": warmup, "repeats": REPEATS,
+               "images_per_s": rates, "flop_per_image": FLOP_PER_IMAGE}
     peak = peak_flops(name)
     if peak is None:
-        return Measurement(None, {"train": seconds}, details=details,
-                           skipped=f"peak bf16 FLOP/s of '{name}' is not known ({images_per_s:.0f} img/s measured)")
-    mfu = images_per_s * FLOP_PER_IMAGE / peak
+        return Measurement([], {"train": statistics.median(seconds)}, details=details,
+                           skipped=f"peak bf16 FLOP/s of '{name}' is not known ({max(rates):.0f} img/s measured)")
     details["peak_flops"] = peak
-    note = f"{name}, batch {batch}, {steps} steps after {warmup} warm-up steps: {images_per_s:.0f} img/s"
-    return Measurement(mfu, {"train": seconds}, {"mfu": mfu}, details=details, note=note)
+    note = (f"{name}, batch {batch}, {REPEATS} × {steps} steps after {warmup} warm-up steps: "
+            f"{min(rates):.0f}–{max(rates):.0f} img/s")
+    return Measurement([mfu(rate, peak) for rate in rates], {"train": statistics.median(seconds)}, details=details, note=note)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from imlca.bench.gpu import FLOP_PER_IMAGE, peak_flops
+from imlca.bench.gpu import mfu, peak_flops
 from imlca.bench.loader_speed import jpeg_tree
 from imlca.bench.measure import Measurement, Settings
 
@@ -76,7 +76,7 @@ def loaders(cfg, images, root: Path, device: torch.device) -> dict:
 def bench_gpu_paths(settings: Settings) -> Measurement:
     cuda = torch.cuda.is_available()
     if not cuda and not (settings.gpu and settings.quick):
-        return Measurement(None, skipped="no CUDA device (torch.cuda.is_available() is False); --gpu --quick "
+        return Measurement([], skipped="no CUDA device (torch.cuda.is_available() is False); --gpu --quick "
                                          "runs a CPU smoke test of the same paths")
     from imlca.models.heads import init_head
     from imlca.models.model import build_model
@@ -102,11 +102,11 @@ def bench_gpu_paths(settings: Settings) -> Measurement:
                "images_per_s": rates, **sizes}
     note = f"{details['device']}: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in rates.items())
     if not cuda:
-        return Measurement(None, seconds, details=details, note=note,
+        return Measurement([], seconds, details=details, note=note,
                            skipped="no CUDA device: a CPU smoke test of the three paths (two-block ViT, 32 px), no MFU")
     peak = peak_flops(details["device"])
     if peak is None:
-        return Measurement(None, seconds, details=details, note=note,
+        return Measurement([], seconds, details=details, note=note,
                            skipped=f"peak bf16 FLOP/s of '{details['device']}' is not known; no MFU")
-    mfu = {f"{name}_mfu": rate * FLOP_PER_IMAGE / peak for name, rate in rates.items()}
-    return Measurement(mfu["cached_mfu"], seconds, mfu, details=details, note=note)
+    mfus = {f"{name}_mfu": mfu(rate, peak) for name, rate in rates.items()}
+    return Measurement([mfus["cached_mfu"]], seconds, mfus, details=details, note=note)  # one timed pass a path

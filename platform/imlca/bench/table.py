@@ -1,4 +1,7 @@
-"""Run the selected benchmarks one after another, print each row as it finishes, keep the JSON file current."""
+"""Run the selected benchmarks one after another, print each row as it finishes, keep the JSON file current.
+
+A row's first line: its name, the median of its repeats, their spread (lowest–highest, and how many), the goal,
+the verdict (measure.verdict: met / missed / not resolved; "-" when nothing was judged) and what it divides."""
 from __future__ import annotations
 
 import json
@@ -12,11 +15,10 @@ from pathlib import Path
 import torch
 
 from imlca.bench import BENCHMARKS
-from imlca.bench.measure import Measurement, Result, Settings, format_value
+from imlca.bench.measure import MET, MISSED, NOT_RESOLVED, Measurement, Result, Settings, format_value
 from imlca.errors import UserError
 
-VERDICTS = {True: "PASS", False: "FAIL", None: "-"}
-HEADER = f"{'benchmark':12s} {'measured':>9s}  {'goal':10s} {'result':6s} what"
+HEADER = f"{'benchmark':13s} {'median':>8s}  {'spread (repeats)':22s} {'goal':10s} {'verdict':12s} what"
 
 
 def select(only: list[str] | None) -> list[str]:
@@ -45,11 +47,18 @@ def _value(value: float | None, unit: str) -> str:
     return "-" if value is None else format_value(value, unit)
 
 
+def _spread(m: Measurement, unit: str) -> str:
+    if m.spread is None:
+        return "-"
+    low, high = m.spread
+    return f"{format_value(low, unit)}–{format_value(high, unit)} ({len(m.samples)})"
+
+
 def format_result(result: Result) -> list[str]:
     m, goal = result.measurement, result.goal
-    lines = [f"{result.name:12s} {_value(m.ratio, goal.unit):>9s}  {goal.describe():10s} "
-             f"{VERDICTS[result.passed]:6s} {goal.text}"]
-    pad = " " * 13
+    lines = [f"{result.name:13s} {_value(m.ratio, goal.unit):>8s}  {_spread(m, goal.unit):22s} {goal.describe():10s} "
+             f"{result.verdict or '-':12s} {goal.text}"]
+    pad = " " * 14
     if result.error or m.skipped:
         lines.append(f"{pad}{'error: ' + result.error if result.error else 'skipped: ' + m.skipped}")
     if m.note:
@@ -72,7 +81,7 @@ def run_one(name: str, settings: Settings) -> Result:
         raise
     except Exception as err:  # noqa: BLE001 — one crashed benchmark must not lose the others' numbers
         traceback.print_exc()
-        measurement, error = Measurement(None), f"{err.__class__.__name__}: {err}"
+        measurement, error = Measurement([]), f"{err.__class__.__name__}: {err}"
     return Result(name, bench.goal, measurement, time.perf_counter() - start, error)
 
 
@@ -96,7 +105,7 @@ def run_benchmarks(names: list[str], settings: Settings, json_path: Path | None,
     start = time.perf_counter()
     torch.set_num_threads(settings.threads)
     show(f"imlca bench ({'quick' if settings.quick else 'full'}, {settings.threads} torch thread(s), "
-         f"{os.cpu_count()} CPUs): medians of alternating rounds; timings on a shared machine are noisy")
+         f"{os.cpu_count()} CPUs): median and spread of alternating rounds; a goal inside the spread is not resolved")
     show(HEADER)
     results: list[Result] = []
     try:
@@ -111,7 +120,8 @@ def run_benchmarks(names: list[str], settings: Settings, json_path: Path | None,
             from imlca.orchestration.cluster import shutdown_ray
 
             shutdown_ray()
-    verdicts = [r.passed for r in results]
-    show(f"{verdicts.count(True)} of {len(results)} goals met, {verdicts.count(False)} missed, "
-         f"{verdicts.count(None)} not judged; wall time {time.perf_counter() - start:.1f} s")
+    verdicts = [r.verdict for r in results]
+    show(f"{verdicts.count(MET)} of {len(results)} goals met, {verdicts.count(MISSED)} missed, "
+         f"{verdicts.count(NOT_RESOLVED)} not resolved, {verdicts.count(None)} not judged; "
+         f"wall time {time.perf_counter() - start:.1f} s")
     return results

@@ -3,13 +3,22 @@ The actors come from imlca.orchestration.probes (the only package that imports R
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import torch
 
 from imlca.bench.environment import LITE0, TINY, experiment_tree
-from imlca.bench.measure import Measurement, Seconds, Settings, divide, rounds
+from imlca.bench.measure import Measurement, Samples, Seconds, Settings, divide, medians, per_round, rounds
 from imlca.orchestration.wire import to_torch
+
+
+def worker_figures(samples: Samples) -> tuple[list[float], dict[str, float]]:
+    """Per round, in_actor / bare (the figure held to the goal); the medians of it and of actor_call / bare."""
+    def ratio(name: str) -> list[float]:
+        return per_round(samples, lambda times: divide(times[name], times["bare"]))
+
+    return ratio("in_actor"), {name: statistics.median(ratio(name)) for name in ("in_actor", "actor_call")}
 
 
 def bench_lora_worker(settings: Settings) -> Measurement:
@@ -36,15 +45,14 @@ def bench_lora_worker(settings: Settings) -> Measurement:
             inside, call, losses["actor"] = probe.train(0)
             return {"in_actor": inside, "actor_call": call}
 
-        timings = rounds([bare, in_actor], repeats)
+        samples = rounds([bare, in_actor], repeats)
         nice = {"driver_niceness": os.nice(0), "actor_niceness": probe.niceness()}
     finally:
         probe.close()
     same = torch.allclose(torch.tensor(losses["bare"]), torch.tensor(losses["actor"]), rtol=1e-4, atol=0)
     details = {"model": tree["model"]["backbone"], "image_size": tree["data"]["image_size"],
                "epochs": tree["train"]["epochs"], "threads": n, "repeats": repeats, "losses": losses, **nice}
-    ratios = {"in_actor": divide(timings["in_actor"], timings["bare"]),
-              "actor_call": divide(timings["actor_call"], timings["bare"])}
+    figures, ratios = worker_figures(samples)
     note = (f"task 0 of {tree['model']['backbone']} at {tree['data']['image_size']} px, {n} thread(s); in_actor timed "
             f"inside the TaskWorker (niceness {nice['actor_niceness']}, this process {nice['driver_niceness']})")
-    return Measurement(ratios["in_actor"], timings, ratios, {"same_losses": same}, details, note=note)
+    return Measurement(figures, medians(samples), ratios, {"same_losses": same}, details, note=note)

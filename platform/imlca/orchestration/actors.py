@@ -16,7 +16,6 @@ import gc
 import os
 import sys
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,19 +45,21 @@ def _config(tree: dict) -> ExperimentConfig:
 
 
 class Stopwatch:
-    """Seconds an actor spent computing for each task of its run (train, evaluate; merge + align, record): what the
-    bench's `task_overhead` row subtracts from a task's wall time to get the orchestration's share."""
+    """When an actor computed for its run (train, evaluate; merge + align, record), as (start, end) intervals on
+    the wall clock, time.time(), which every process on a node reads alike: the bench's `task_overhead` row takes
+    the union of both actors' intervals inside each task's window on the driver (they overlap: the next task
+    trains while the MergeActor records and checkpoints the last one)."""
 
     def __init__(self):
-        self.seconds: dict[int, float] = defaultdict(float)
+        self.intervals: list[tuple[float, float]] = []
 
     @contextmanager
-    def task(self, task: int):
-        start = time.perf_counter()
+    def busy(self):
+        start = time.time()
         try:
             yield
         finally:
-            self.seconds[task] += time.perf_counter() - start
+            self.intervals.append((start, time.time()))
 
 
 @ray.remote
@@ -97,15 +98,15 @@ class TaskWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def busy_seconds(self) -> dict[int, float]:
-        return dict(self.clock.seconds)
+    def busy_intervals(self) -> list[tuple[float, float]]:
+        return list(self.clock.intervals)
 
     def setup(self) -> tuple[dict, int, int]:
         """θ0 (merge space), feature dim, number of tasks."""
         return to_numpy(self.runner.theta0()), self.runner.model.dim, self.runner.num_tasks
 
     def train(self, task: int, merged: dict) -> dict:
-        with self.clock.task(task):
+        with self.clock.busy():
             return output_to_wire(self.runner.train(task, to_torch(merged)))
 
     def train_from(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict:
@@ -115,7 +116,7 @@ class TaskWorker:
 
     def evaluate(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict[str, dict[str, list[float]]]:
         merged, heads = merged_and_heads
-        with self.clock.task(task):
+        with self.clock.busy():
             return self.runner.evaluate(task, to_torch(merged), heads_to_torch(heads))
 
     def robustness(self, merged_and_heads: tuple[dict, dict]) -> dict[str, float]:
@@ -159,8 +160,8 @@ class MergeActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def busy_seconds(self) -> dict[int, float]:
-        return dict(self.clock.seconds)
+    def busy_intervals(self) -> list[tuple[float, float]]:
+        return list(self.clock.intervals)
 
     def tasks_done(self) -> int:
         """Tasks merged and evaluated: where a run continues."""
@@ -173,7 +174,7 @@ class MergeActor:
         """Apply task `wire['task']` once; a repeated delivery returns the same state unchanged. A new task's
         checkpoint tensors start being written (they are final now)."""
         task = wire["task"]
-        with self.clock.task(task):
+        with self.clock.busy():
             new = task == self.state.tasks_merged
             merged, heads = self.state.integrate(output_from_wire(wire))
             if new:
@@ -194,7 +195,7 @@ class MergeActor:
     def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
         if task >= self.state.tasks_merged:
             raise LostMergeError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
-        with self.clock.task(task):
+        with self.clock.busy():
             return self.state.record(task, parts)
 
     def save(self, task: int) -> None:

@@ -15,19 +15,20 @@ from imlca.config import ExperimentConfig, from_dict
 
 
 def _timed(run, cfg: ExperimentConfig, **kwargs) -> dict:
-    """→ {"total": s, "tasks": [s per task, from the start / the previous task's report], "summary": ...}."""
-    stamps: list[float] = []
-    start = time.perf_counter()
-    result = run(cfg, on_task=lambda report: stamps.append(time.perf_counter()), **kwargs)
-    total = time.perf_counter() - start
-    tasks = [b - a for a, b in zip([start, *stamps[:-1]], stamps)]
-    return {"total": total, "tasks": tasks, "summary": result.summary, "acc": result.acc}
+    """→ {"total": s, "tasks": [s per task, from the start / the previous task's report], "stamps": [the start,
+    then each task's report], "summary": ..., "acc": ...}. Stamps are time.time(), the clock the actors' busy
+    intervals are on (processes on one node read it alike)."""
+    stamps = [time.time()]
+    result = run(cfg, on_task=lambda report: stamps.append(time.time()), **kwargs)
+    total = time.time() - stamps[0]
+    tasks = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"total": total, "tasks": tasks, "stamps": stamps, "summary": result.summary, "acc": result.acc}
 
 
 def distributed_run(tree: dict) -> dict:
     """run_distributed with a fresh checkpoint folder (as `imlca run --distributed --out DIR`), on new actors; also
-    "busy": [s per task the two actors spent computing it], read from the actors once the run is over (they are
-    kept alive for that in a pool of this call's own, then ended)."""
+    "intervals": [(start, end) of every call in which the TaskWorker or the MergeActor computed], read from the
+    actors once the run is over (they are kept alive for that in a pool of this call's own, then ended)."""
     from imlca.orchestration.ray_step import run_distributed
     from imlca.orchestration.worker_pool import WorkerPool
 
@@ -36,10 +37,10 @@ def distributed_run(tree: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="imlca-e2e-") as tmp:
             timed = _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp), pool=pool)
         (pair,) = pool.idle.values()
-        clocks = ray.get([pair.worker.busy_seconds.remote(), pair.merger.busy_seconds.remote()])
+        worker, merger = ray.get([pair.worker.busy_intervals.remote(), pair.merger.busy_intervals.remote()])
     finally:
         pool.close()
-    return {**timed, "busy": [sum(clock.get(task, 0.0) for clock in clocks) for task in range(len(timed["tasks"]))]}
+    return {**timed, "intervals": sorted(worker + merger)}
 
 
 def in_process_run(tree: dict) -> dict:

@@ -45,6 +45,7 @@ def test_int_accepted_for_float():
     ("align.compare=[im, lca]", "align.compare", "unknown value 'lca'"),
     ("train.device=tpu", "train.device", "unknown value 'tpu'"),
     ("lora.target=blocks[", "lora.target", "not a valid regex"),
+    ("lora.init=xavier", "lora.init", "unknown value 'xavier'; use one of gaussian, kaiming"),
 ])
 def test_bad_values_name_the_key(override, key, words):
     with pytest.raises(ConfigError) as err:

@@ -216,18 +216,24 @@ FOLDER_A = {"data.root": "{tmp}/folder_a", "data.task_sizes": [2, 2, 2]}  # synt
 LITE0 = {"model.backbone": "tf_efficientnet_lite0", "data.image_size": 32}
 MLFLOW = {"tracking.uri": "sqlite:///{tmp}/a.db"}
 
-EFFECTS: dict[str, Effect] = {
+
+def both_pipelines(value: Any, context: dict | None = None) -> tuple[Effect, Effect]:
+    """A transform key acts on the plain (PIL) path and on the decoded-image cache path alike."""
+    return Effect(value, batches, context or {}), Effect(value, batches, {**(context or {}), "data.pipeline": "cached"})
+
+
+EFFECTS: dict[str, Effect | tuple[Effect, ...]] = {  # a tuple: the key checked in several contexts
     "name": Effect("other", where),
     "seed": Effect(7, split),
     "output_dir": Effect("elsewhere", where),
     "data.benchmark": Effect("imagefolder", split, FOLDER_A),
     "data.root": Effect("{tmp}/folder_b", split, {**FOLDER_A, "data.benchmark": "imagefolder"}),
-    "data.image_size": Effect(24, batches),
-    "data.normalize": Effect(True, batches),
-    "data.crop_scale_min": Effect(0.3, batches),
-    "data.eval_interpolation": Effect("bicubic", batches, {"data.image_size": 24}),  # 16-px images are resized
-    "data.eval_resize_ratio": Effect(1.5, batches),
-    "data.hflip": Effect(True, batches),
+    "data.image_size": both_pipelines(24),
+    "data.normalize": both_pipelines(True),
+    "data.crop_scale_min": both_pipelines(0.3),
+    "data.eval_interpolation": both_pipelines("bicubic", {"data.image_size": 24}),  # 16-px images are resized
+    "data.eval_resize_ratio": both_pipelines(1.5),
+    "data.hflip": both_pipelines(True),
     "data.train_per_class": Effect(10, split),
     "data.test_per_class": Effect(5, split),
     "data.val_fraction": Effect(0.25, split),
@@ -320,10 +326,12 @@ def test_every_schema_key_has_a_row():
     assert len(keys) == len(set(keys)) >= 60
 
 
-@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if e.slow else k
-                                 for k, e in EFFECTS.items()])
-def test_a_changed_key_changes_what_it_names(key, assets, baselines):
-    effect = EFFECTS[key]
+ROWS = [pytest.param(key, effect, id=key + (f"-{i}" if i else ""), marks=[pytest.mark.slow] if effect.slow else [])
+        for key, row in EFFECTS.items() for i, effect in enumerate(row if isinstance(row, tuple) else (row,))]
+
+
+@pytest.mark.parametrize("key, effect", ROWS)
+def test_a_changed_key_changes_what_it_names(key, effect, assets, baselines):
     base = tiny(effect.context, assets)
     changed = tiny({**effect.context, key: effect.value}, assets)
     section, _, leaf = key.rpartition(".")

@@ -28,8 +28,9 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
     """Train LoRA (+LN) and the new head with cross-entropy over the new head only (labels − offset).
 
     SGD + momentum, cosine from lr to min_lr stepped per epoch. The backbone stays in eval mode (frozen BatchNorm
-    statistics); only LoRA's dropout is in training mode (`IncrementalModel.train_adapters`). Returns the mean loss of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends; a
-    non-finite one raises DivergenceError naming the epoch.
+    statistics); only LoRA's dropout is in training mode (`IncrementalModel.train_adapters`). Returns the mean loss
+    of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends; a non-finite one raises DivergenceError
+    naming the epoch.
     """
     params = model.trainable_parameters() + [head]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -129,13 +129,14 @@ def setup(cfg, assets):
 
 
 def batches(cfg, assets):
-    """The first training batch of task 0 (augmented) and the first test batch."""
+    """The first training batch of task 0 (augmented), the first test batch and the first validation batch."""
     from imlca.engine.runner import TaskRunner
 
     runner = TaskRunner(cfg)
     torch.manual_seed(0)
-    train = next(iter(runner._loader("train", [0], runner.train_tf, shuffle_seed=0)))
-    return {"train": train, "test": next(iter(runner._loader("test", [0], runner.test_tf)))}
+    out = {"train": next(iter(runner._loader("train", [0], runner.train_tf, shuffle_seed=0)))}
+    parts = ["test"] + (["val"] if runner.benchmark.val is not None else [])
+    return out | {part: next(iter(runner._loader(part, [0], runner.test_tf))) for part in parts}
 
 
 def model(cfg, assets):
@@ -236,7 +237,7 @@ EFFECTS: dict[str, Effect | tuple[Effect, ...]] = {  # a tuple: the key checked 
     "data.hflip": both_pipelines(True),
     "data.train_per_class": Effect(10, split),
     "data.test_per_class": Effect(5, split),
-    "data.val_fraction": Effect(0.25, split),
+    "data.val_fraction": (Effect(0.25, split), *both_pipelines(0.25)),  # a validation loader on either path
     "data.task_sizes": Effect([2, 4], split),
     "data.num_workers": Effect(1, setup),
     "data.pipeline": Effect("cached", setup),

@@ -93,16 +93,17 @@ class CachedLoader:
 
 
 def open_caches(cfg: ExperimentConfig, benchmark) -> dict[str, DecodedImages]:
-    """The benchmark's train and test parts in this node's cache (decoded with the trial's CPUs when missing), each
+    """The benchmark's train, test (and validation) parts in this node's cache (decoded with the trial's CPUs when missing), each
     image stored as the evaluation resize leaves it (training crops are drawn from that)."""
     root, threads = cache_root(cfg.data.cache_dir), max(int(cfg.resources.num_cpus), 1)
+    parts = ("train", "test") + (("val",) if benchmark.val is not None else ())  # val: data.val_fraction > 0
     return {part: open_cache(getattr(benchmark, part), eval_resize(cfg.data), root, threads,
                              cfg.data.eval_interpolation)
-            for part in ("train", "test")}
+            for part in parts}
 
 
 class CachedBenchmark:
-    """The benchmark's train and test parts in the node's cache, and loaders over views of them."""
+    """The benchmark's parts in the node's cache, and loaders over views of them."""
 
     def __init__(self, cfg: ExperimentConfig, benchmark, device: torch.device, mean, std):
         self.cfg, self.benchmark, self.device, self.mean, self.std = cfg, benchmark, device, mean, std

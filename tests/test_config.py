@@ -48,6 +48,7 @@ def test_int_accepted_for_float():
     ("align.entropy_weight=-0.1", "align.entropy_weight", "must be >= 0"),
     ("align.logit_norm_temperature=0", "align.logit_norm_temperature", "must be > 0 or null"),
     ("model.pretrained_tag=vit_base_patch16_224.augreg_in21k", "model.pretrained_tag", "a timm weights tag"),
+    ("lora.init=xavier", "lora.init", "unknown value 'xavier'; use one of gaussian, kaiming"),
 ])
 def test_bad_values_name_the_key(override, key, words):
     with pytest.raises(ConfigError) as err:

@@ -2,6 +2,7 @@
 when stale or corrupt, safe when two processes build it at once; a corrupt image is still refused with exit 2."""
 import multiprocessing
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,30 @@ def test_evaluation_pixels_equal_for_grey_tensor_images_upscaled(tmp_path):
     assert batch.shape == (3, 3, 28, 28) and torch.equal(batch[1], grey[0].expand(3, -1, -1))
     cached = eval_batch(batch, sizes, 64, True, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     assert torch.equal(cached, plain_eval(images, 64, True)[[5, 0, 3]])
+
+
+@pytest.mark.parametrize("interpolation, ratio", [("bicubic", 1.5), ("bilinear", 1.25)])
+def test_cached_evaluation_follows_the_eval_resize_and_interpolation(tmp_path, monkeypatch, interpolation, ratio):
+    """data.eval_resize_ratio and data.eval_interpolation act on the cached path as on the plain one: the same
+    pixels for the test images and for the training images' statistics (the cache stores every image at the
+    evaluation resize, downscaled with its interpolation; smaller ones are enlarged on the device)."""
+    from imlca.engine.runner import TaskRunner
+
+    for part in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "imgs" / part / cls).mkdir(parents=True)
+            for path in map(Path, jpeg_set(tmp_path, [(40, 30), (30, 52), (20, 28), (64, 33)]).paths):
+                path.rename(tmp_path / "imgs" / part / cls / path.name)
+    monkeypatch.setenv("IMLCA_CACHE", str(tmp_path / "cache"))
+    batches = {}
+    for pipeline in ("pil", "cached"):
+        runner = TaskRunner(load_config(TINY, tiny_overrides(**{
+            "data.benchmark": "imagefolder", "data.root": str(tmp_path / "imgs"), "data.task_sizes": "[1, 1]",
+            "data.image_size": 24, "data.eval_resize_ratio": ratio, "data.eval_interpolation": interpolation,
+            "data.pipeline": pipeline})))
+        batches[pipeline] = [next(iter(runner._loader(part, [0, 1], runner.test_tf)))[0] for part in ("test", "train")]
+    assert batches["pil"][0].shape == (8, 3, 24, 24)
+    assert all(torch.equal(a, b) for a, b in zip(batches["pil"], batches["cached"]))
 
 
 def test_cache_is_reused_rebuilt_when_corrupt_and_keyed_by_the_files(tmp_path, monkeypatch):

@@ -133,3 +133,49 @@ def test_delta_space_reproduces_the_factor_model():
     space.load(fresh, dense)
     torch.testing.assert_close(fresh.features(x), expected, rtol=1e-5, atol=1e-5)
     assert F.mse_loss(build_model(cfg).features(x), expected) > 1e-6  # and θ0 alone does differ
+
+
+def test_lora_dropout_acts_while_a_task_trains_and_nowhere_else():
+    """lora.dropout: peft's dropout on each LoRA input is in training mode while a task trains; every other module
+    (the backbone's own layers, BatchNorm) stays in eval mode; the features for statistics and evaluation see no
+    dropout."""
+    from imlca.engine.loops import extract_features
+
+    images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    data = [(images, torch.tensor([0, 1] * 4))]
+    adapters = {}
+    for p in (0.0, 0.5):
+        cfg = load_config(TINY, tiny_overrides(**{"lora.dropout": p, "train.epochs": 1}))
+        model = build_model(cfg)
+        modes: dict[str, bool] = {}
+        hook = model.backbone.blocks[0].register_forward_pre_hook(  # the modes of every module during a step
+            lambda _block, _args: modes.update({n: sub.training for n, sub in model.named_modules()}))
+        torch.manual_seed(0)
+        head = torch.nn.Parameter(torch.randn(2, model.dim, generator=torch.Generator().manual_seed(1)))
+        train_task(model, head, data, 0, cfg.train, torch.device("cpu"))
+        hook.remove()
+        dropouts = {n for n in modes if n.split(".")[-1] == "lora_dropout" or ".lora_dropout." in n}
+        assert len(dropouts) == 4  # the ModuleDict and its one adapter's Dropout, in each of the 2 qkv layers
+        assert {n for n, training in modes.items() if training} == dropouts
+        adapters[p] = model.adapter()
+        again = [extract_features(model, data, torch.device("cpu"))[0] for _ in range(2)]
+        assert torch.equal(*again) and not any(m.training for m in model.modules())
+    # one SGD step from B = 0: B's gradient sees A·dropout(x), so the trained B differs where dropout acted
+    assert all(torch.equal(v, adapters[0.5][k]) for k, v in adapters[0.0].items() if "lora_A" in k)
+    assert all(not torch.equal(v, adapters[0.5][k]) for k, v in adapters[0.0].items() if "lora_B" in k)
+
+
+def test_lora_kaiming_init_is_peft_kaiming_uniform():
+    """lora.init: kaiming → peft's init_lora_weights=True: A ~ U(±1/√fan_in) (kaiming-uniform, a=√5), B = 0."""
+    import math
+
+    kaiming = build_model(load_config(TINY, tiny_overrides(**{"lora.init": "kaiming"}))).adapter()
+    gaussian = build_model(load_config(TINY, tiny_overrides())).adapter()  # A ~ N(0, 1/r), r = 4
+    assert kaiming.keys() == gaussian.keys()
+    for key, value in kaiming.items():
+        if "lora_A" in key:
+            bound = 1 / math.sqrt(value.shape[1])  # [r, fan_in = 32]
+            assert value.abs().max() <= bound < gaussian[key].abs().max()
+            assert value.std() > bound / 2  # spread over the interval, not a constant
+        else:
+            assert torch.count_nonzero(value) == 0

@@ -92,6 +92,19 @@ def test_an_align_or_bookkeeping_key_hits(stored, key, value):
     assert cache.load(trajectory_fingerprint(config(**{key: value}))) is not None
 
 
+def test_null_num_workers_is_resolved_for_the_trajectory_features():
+    """data.num_workers: null (the trial's CPUs less one: one loader process here) drives the loader of a
+    trajectory's features too, and the features are those of a loader in this process."""
+    from imlca.engine.trajectory import TrajectoryStep
+
+    features = {}
+    for workers in ("0", "null"):
+        step = TrajectoryStep(config(**{"data.num_workers": workers, "resources.num_cpus": 2}), None)
+        features[workers] = step.features("test", 1, step.state.merged)
+    assert all(torch.equal(a, b) for a, b in zip(features["0"], features["null"]))
+    assert features["0"][0].shape == (120, 32)  # 6 classes × 20 test images, 32-d features
+
+
 def _entry_file(cache, cfg, name):
     return cache.root + f"/{trajectory_fingerprint(cfg)}/{name}"
 

@@ -59,7 +59,7 @@ def timed_training(cfg, model, head, loader, device: torch.device) -> float:
 
 def loaders(cfg, images, root: Path, device: torch.device) -> dict:
     from imlca.data.base import View
-    from imlca.data.cached_loader import CachedLoader
+    from imlca.data.cached_loader import CachedLoader, loader_workers
     from imlca.data.image_cache import open_cache
     from imlca.data.transforms import build_transform
 
@@ -68,8 +68,9 @@ def loaders(cfg, images, root: Path, device: torch.device) -> dict:
     torch.manual_seed(0)
     cached = CachedLoader(cfg, decoded, indices, labels, device, True, cfg.train.batch_size, shuffle_seed=0)
     view = View(images, indices, labels, build_transform(cfg.data, True))
-    jpeg = DataLoader(view, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
+    workers = loader_workers(cfg)
+    jpeg = DataLoader(view, batch_size=cfg.train.batch_size, shuffle=True, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     return {"cached": cached, "jpeg": jpeg}
 
 

@@ -21,6 +21,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 PIPELINES = ("pil", "cached")  # per-image torchvision transforms | decoded-image cache + batched augmentation
 INTERPOLATIONS = ("bilinear", "bicubic")  # the statistics/evaluation resize
+# lora.init → peft's init_lora_weights; B = 0 in both, so θ0 leaves the backbone unchanged
+LORA_INITS = {"gaussian": "gaussian",  # A ~ N(0, 1/r): the reference (helper.py)
+              "kaiming": True}  # A kaiming-uniform (a=√5, nn.Linear's default): peft's default
 
 
 @dataclass
@@ -86,15 +89,15 @@ class ModelConfig:
 class LoRAConfig:
     rank: int = 64
     alpha: float = 128.0
-    dropout: float = 0.0
+    dropout: float = 0.0  # on each LoRA input while a task trains (the backbone itself stays in eval mode)
     target: str | None = None  # regex over module names; None: the backbone's default (ViT: blocks.N.attn.qkv)
-    init: str = "gaussian"  # peft init_lora_weights: A ~ N(0, 1/r), B = 0
+    init: str = "gaussian"  # a name of LORA_INITS
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "rank", f"must be >= 1 (got {self.rank})")
         require(self.alpha > 0, "alpha", f"must be > 0 (got {self.alpha})")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1) (got {self.dropout})")
-        choose(self.init, "init", ("gaussian", "kaiming"))
+        choose(self.init, "init", LORA_INITS)
         if self.target is not None:
             import re
 
@@ -113,7 +116,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     min_lr: float = 1e-6  # cosine schedule end
     device: str = "auto"  # auto: cuda when present
-    precision: str = "fp32"  # bf16: autocast of the training forward/backward on CUDA (statistics, evaluation: fp32)
+    precision: str = "fp32"  # bf16: autocast of the training forward/backward (statistics, evaluation: fp32)
     channels_last: bool = False  # NHWC model and batches (faster convolutions on GPUs; CNN backbones)
     compile: bool = False  # torch.compile the backbone (in place: its state_dict keys stay the same)
 

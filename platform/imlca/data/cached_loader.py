@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from imlca.config import ExperimentConfig
 from imlca.data.device_augment import eval_batch, train_batch
 from imlca.data.image_cache import DecodedImages, cache_root, open_cache
+from imlca.data.transforms import eval_resize
 
 
 def loader_workers(cfg: ExperimentConfig) -> int:
@@ -84,21 +85,25 @@ class CachedLoader:
                 out = train_batch(images, sizes, data.image_size, (data.crop_scale_min, 1.0), data.hflip,
                                   self.augment, data.normalize, self.mean, self.std)
             else:
-                out = eval_batch(images, sizes, data.image_size, data.normalize, self.mean, self.std)
+                out = eval_batch(images, sizes, data.image_size, data.normalize, self.mean, self.std,
+                                 eval_resize(data), data.eval_interpolation)
             if self.channels_last:
                 out = out.contiguous(memory_format=torch.channels_last)
             yield out, targets.to(self.device, non_blocking=True)
 
 
 def open_caches(cfg: ExperimentConfig, benchmark) -> dict[str, DecodedImages]:
-    """The benchmark's train and test parts in this node's cache (decoded with the trial's CPUs when missing)."""
+    """The benchmark's train, test (and validation) parts in this node's cache (decoded with the trial's CPUs when missing), each
+    image stored as the evaluation resize leaves it (training crops are drawn from that)."""
     root, threads = cache_root(cfg.data.cache_dir), max(int(cfg.resources.num_cpus), 1)
-    return {part: open_cache(getattr(benchmark, part), cfg.data.image_size, root, threads)
-            for part in ("train", "test")}
+    parts = ("train", "test") + (("val",) if benchmark.val is not None else ())  # val: data.val_fraction > 0
+    return {part: open_cache(getattr(benchmark, part), eval_resize(cfg.data), root, threads,
+                             cfg.data.eval_interpolation)
+            for part in parts}
 
 
 class CachedBenchmark:
-    """The benchmark's train and test parts in the node's cache, and loaders over views of them."""
+    """The benchmark's parts in the node's cache, and loaders over views of them."""
 
     def __init__(self, cfg: ExperimentConfig, benchmark, device: torch.device, mean, std):
         self.cfg, self.benchmark, self.device, self.mean, self.std = cfg, benchmark, device, mean, std

@@ -9,8 +9,9 @@ when asked, as the per-image torchvision pipeline gives.
   `roi_align` (each output pixel averages the source pixels under it, so downscaling is antialiased; upscaling is
   bilinear), then a horizontal flip with probability 0.5. Same distribution of boxes and flips as torchvision;
   the interpolation differs in rounding only.
-- Evaluation: `v2.functional.resize` (shorter side to S) and `center_crop`, the calls the plain path makes, on
-  the whole batch when all images share a size (else image by image): the same pixels as the plain path.
+- Evaluation: `v2.functional.resize` (shorter side to the evaluation resize R = int(ratio · S), with the
+  evaluation interpolation) and `center_crop` to S, the calls the plain path makes, on the whole batch when all
+  images share a size (else image by image): the same pixels as the plain path (the cache stores images at R).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import math
 import torch
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
+
+from imlca.data.transforms import INTERPOLATION
 
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range
 TRIES = 10  # RandomResizedCrop's attempts before its fallback
@@ -81,13 +84,17 @@ def train_batch(images: torch.Tensor, sizes: torch.Tensor, size: int, scale: tup
 
 
 def eval_batch(images: torch.Tensor, sizes: torch.Tensor, size: int, normalize: bool = False, mean=(0.5,) * 3,
-               std=(0.5,) * 3) -> torch.Tensor:
-    """Resize (shorter side to `size`) + centre crop, the plain path's calls: uint8 [B, 3, H, W] → float [B, 3, S,
-    S]."""
+               std=(0.5,) * 3, resize: int | None = None, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize (shorter side to `resize`, default `size`) + centre crop to `size`, the plain path's calls: uint8 [B,
+    3, H, W] → float [B, 3, S, S]."""
+    mode = INTERPOLATION[interpolation]
+
+    def crop(batch: torch.Tensor) -> torch.Tensor:
+        return TF.center_crop(TF.resize(batch, [resize or size], interpolation=mode, antialias=True), [size])
+
     if bool((sizes == sizes[0]).all()):
         height, width = (int(v) for v in sizes[0])
-        out = TF.center_crop(TF.resize(images[..., :height, :width], [size], antialias=True), [size])
+        out = crop(images[..., :height, :width])
     else:
-        out = torch.stack([TF.center_crop(TF.resize(image[:, :int(h), :int(w)], [size], antialias=True), [size])
-                           for image, (h, w) in zip(images, sizes)])
+        out = torch.stack([crop(image[:, :int(h), :int(w)]) for image, (h, w) in zip(images, sizes)])
     return _finish(out, normalize, mean, std)

@@ -1,7 +1,8 @@
 """Decoded-image cache: a benchmark part decoded once per node, kept as uint8 pixels on local disk, memory-mapped.
 
 Each image is stored as the plain evaluation transform sees it before cropping: RGB, and resized (antialiased, the
-same `v2.functional.resize` call) so that its shorter side is at most the storage size (`data.image_size`);
+same `v2.functional.resize` call with the same interpolation) so that its shorter side is at most the storage size
+(the evaluation resize: `data.image_size` × `data.eval_resize_ratio`, with `data.eval_interpolation`);
 smaller images (CIFAR-100's 32 px, the embedded 28 px digits) stay as they are and are upscaled on the device. So
 the evaluation transform on a cached image gives the same pixels as on the original, and training crops keep their
 scale and aspect distribution (they are drawn relative to the image), at the stored resolution.
@@ -9,9 +10,9 @@ scale and aspect distribution (they are drawn relative to the image), at the sto
 On disk, `<cache root>/<key>/`: `pixels.u8` (every image's C×H×W bytes, one after another), `index.npy` int64
 [N, 3] (byte offset, height, width), `meta.json` (fingerprint, size, count, CRC-32 of pixels and index). The key
 hashes a fingerprint of the data (file paths, sizes and mtimes; or the bytes of in-memory images; plus the kept
-indices and labels) with the storage size, so changed data gets a new cache. Builds hold a lock file, write into a
-temporary folder and rename it into place, so two processes building at once produce one cache; a cache whose
-checksum or fingerprint does not match is rebuilt.
+indices and labels) with the storage size and interpolation, so changed data gets a new cache. Builds hold a lock
+file, write into a temporary folder and rename it into place, so two processes building at once produce one cache;
+a cache whose checksum or fingerprint does not match is rebuilt.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from imlca.data.base import FileImageSet, ImageSet, TensorImageSet
+from imlca.data.transforms import INTERPOLATION
 
 VERSION = 1  # bump when the stored layout or the decoding changes
 CHUNK = 1 << 24  # bytes per checksum read
@@ -62,12 +64,12 @@ def fingerprint(images: ImageSet) -> str:
     return digest.hexdigest()
 
 
-def decode(images: ImageSet, index: int, size: int) -> torch.Tensor:
+def decode(images: ImageSet, index: int, size: int, interpolation: str = "bilinear") -> torch.Tensor:
     """uint8 [3, h, w]: image `index` as RGB, shorter side resized down to `size` (never up)."""
     image = TF.to_image(images.load(index)).as_subclass(torch.Tensor)  # PIL or tensor → uint8 [C, H, W]
     image = TF.grayscale_to_rgb(image) if image.shape[0] == 1 else image
     if min(image.shape[-2:]) > size:
-        image = TF.resize(image, [size], antialias=True)
+        image = TF.resize(image, [size], interpolation=INTERPOLATION[interpolation], antialias=True)
     return image.contiguous()
 
 
@@ -137,11 +139,11 @@ def _valid(folder: Path, expected: dict) -> bool:
         return False
 
 
-def _write(images: ImageSet, size: int, folder: Path, threads: int) -> dict:
+def _write(images: ImageSet, size: int, interpolation: str, folder: Path, threads: int) -> dict:
     """Decode every image (threads: PIL and torch release the GIL) into folder's files; → checksums and sizes."""
     index, offset = np.zeros((len(images), 3), dtype=np.int64), 0
     with open(folder / "pixels.u8", "wb") as out, ThreadPoolExecutor(max(1, threads)) as pool:
-        for i, image in enumerate(pool.map(lambda k: decode(images, k, size), range(len(images)))):
+        for i, image in enumerate(pool.map(lambda k: decode(images, k, size, interpolation), range(len(images)))):
             index[i] = (offset, image.shape[1], image.shape[2])
             out.write(image.numpy().tobytes())
             offset += image.numel()
@@ -152,12 +154,16 @@ def _write(images: ImageSet, size: int, folder: Path, threads: int) -> dict:
             "crc_index": _checksum(folder / "index.npy")}
 
 
-def open_cache(images: ImageSet, size: int, root: Path, threads: int = 1) -> DecodedImages:
-    """The cache of `images` at storage size `size` under `root`, built first when missing, stale or corrupt.
+def open_cache(images: ImageSet, size: int, root: Path, threads: int = 1,
+               interpolation: str = "bilinear") -> DecodedImages:
+    """The cache of `images` at storage size `size` (shorter side, downscaled with `interpolation`) under `root`,
+    built first when missing, stale or corrupt.
 
     A corrupt image file raises DataError (one line naming it) while building; nothing is left behind.
     """
     expected = {"version": VERSION, "fingerprint": fingerprint(images), "size": size}
+    if interpolation != "bilinear":  # bilinear caches keep the key they had before the interpolation was a setting
+        expected["interpolation"] = interpolation
     key = hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()[:24]
     root.mkdir(parents=True, exist_ok=True)
     folder = root / key
@@ -166,7 +172,7 @@ def open_cache(images: ImageSet, size: int, root: Path, threads: int = 1) -> Dec
         if not _valid(folder, expected):
             tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
             try:
-                meta = {**expected, **_write(images, size, tmp, threads)}
+                meta = {**expected, **_write(images, size, interpolation, tmp, threads)}
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
                 shutil.rmtree(folder, ignore_errors=True)
                 os.rename(tmp, folder)

@@ -16,8 +16,10 @@ from imlca.models.model import IncrementalModel
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bf16 autocast on the training device, CUDA or CPU (on a CPU it is slower, but a bf16 config computes what it
+    says wherever it runs)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -26,13 +28,14 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
     """Train LoRA (+LN) and the new head with cross-entropy over the new head only (labels − offset).
 
     SGD + momentum, cosine from lr to min_lr stepped per epoch. The backbone stays in eval mode (frozen BatchNorm
-    statistics). Returns the mean loss of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends; a
-    non-finite one raises DivergenceError naming the epoch.
+    statistics); only LoRA's dropout is in training mode (`IncrementalModel.train_adapters`). Returns the mean loss
+    of each epoch; `on_epoch(epoch, mean loss)` hears each as it ends; a non-finite one raises DivergenceError
+    naming the epoch.
     """
     params = model.trainable_parameters() + [head]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
-    model.freeze_statistics()
+    model.train_adapters()
     losses = []
     for epoch in range(cfg.epochs):
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device

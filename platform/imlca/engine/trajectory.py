@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from imlca.config import ExperimentConfig
 from imlca.core.metrics import predict, task_accuracies
+from imlca.data.cached_loader import loader_workers
 from imlca.engine.loops import extract_features
 from imlca.engine.protocol import Callback, Heads, LocalStep, RunResult, run_protocol
 from imlca.engine.state import MergeState
@@ -79,7 +80,7 @@ class TrajectoryStep(LocalStep):
         runner = self.runner
         runner.space.load(runner.model, {k: v.to(runner.device) for k, v in merged.items()})
         loader = DataLoader(runner.benchmark.view(part, range(task + 1), runner.test_tf),
-                            batch_size=runner.cfg.eval.batch_size, num_workers=runner.cfg.data.num_workers)
+                            batch_size=runner.cfg.eval.batch_size, num_workers=loader_workers(runner.cfg))
         return extract_features(runner.model, loader, runner.device)  # fp32 always (issue 12)
 
     def run_task(self, task: int) -> dict:

@@ -9,6 +9,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from torch import nn
 
 from imlca.config import LoRAConfig
+from imlca.config.experiment import LORA_INITS
 
 
 def attach_lora(backbone: nn.Module, cfg: LoRAConfig, target: str, seed: int) -> nn.Module:
@@ -17,7 +18,7 @@ def attach_lora(backbone: nn.Module, cfg: LoRAConfig, target: str, seed: int) ->
     The random A factors (θ0) come from a generator seeded with `seed`, so every process builds the same θ0.
     """
     peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=target,
-                          init_lora_weights=cfg.init, bias="none")
+                          init_lora_weights=LORA_INITS[cfg.init], bias="none")
     for param in backbone.parameters():
         param.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):

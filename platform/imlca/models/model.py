@@ -8,7 +8,7 @@ from torch import nn
 from imlca.config import ExperimentConfig
 from imlca.models.backbone import create_backbone
 from imlca.registries import BACKBONES
-from imlca.models.lora import adapter_state, attach_lora, load_adapter_state
+from imlca.models.lora import adapter_state, attach_lora, load_adapter_state, lora_modules
 
 LN_PREFIX = "ln."  # adapter keys of the optional LayerNorm, merged like the LoRA factors
 
@@ -28,8 +28,16 @@ class IncrementalModel(nn.Module):
     forward = features
 
     def freeze_statistics(self) -> "IncrementalModel":
-        """Eval mode everywhere: BatchNorm running statistics and dropout stay fixed while LoRA trains (DESIGN §5)."""
+        """Eval mode everywhere (statistics, evaluation): BatchNorm running statistics fixed, no dropout."""
         return self.eval()
+
+    def train_adapters(self) -> "IncrementalModel":
+        """The mode LoRA trains in: eval everywhere (BatchNorm statistics stay frozen, DESIGN §5; the backbone's
+        own dropout stays off), except peft's LoRA dropout on each adapter's input, which acts (lora.dropout)."""
+        self.eval()
+        for module in lora_modules(self.backbone).values():
+            module.lora_dropout.train()  # ModuleDict of nn.Dropout (nn.Identity when lora.dropout is 0)
+        return self
 
     def adapter(self) -> dict[str, torch.Tensor]:
         """The trainable backbone state: LoRA factors plus the LayerNorm affine (when present)."""

@@ -60,6 +60,8 @@ CASES = {  # name → (args builder, expected start of the message after "error:
                            "backbone checkpoint"),
     "cuda without gpu": (lambda d: ["run", TINY, "--set", "train.device=cuda"], "train.device is 'cuda'"),
     "unreachable mlflow": (lambda d: ["run", TINY, "--track"], "MLflow server http://127.0.0.1:"),
+    "pretrained random-only": (lambda d: ["run", TINY, "--set", "model.pretrained=true"],
+                               "config key 'model.pretrained': backbone vit_test_tiny has no pretrained weights"),
     "resume nothing": (lambda d: ["run", TINY, "--resume"], "--resume needs --out"),
 }
 
@@ -90,6 +92,16 @@ def test_console_script_exit_code_and_single_line(tmp_path):
     proc = cli(["run", TINY, "--set", "lora.rank=0", "--out", str(tmp_path / "o")], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == "error: config key 'lora.rank': must be >= 1 (got 0)\n"
+
+
+def test_hub_weights_out_of_reach_is_one_line(tmp_path):
+    """timm's hub weights that cannot be fetched (offline, an empty cache): one line naming model.checkpoint."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    proc = cli(["run", TINY, "--set", "model.pretrained=true", "--set", "model.backbone=vit_tiny_patch16_224",
+                "--out", str(tmp_path / "o")], tmp_path, env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: cannot fetch timm's vit_tiny_patch16_224 weights") and \
+        proc.stderr.count("\n") == 1 and "model.checkpoint=" in proc.stderr
 
 
 def test_gpus_on_a_cluster_without_any(tmp_path):

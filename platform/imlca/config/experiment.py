@@ -83,6 +83,9 @@ class ModelConfig:
                     f"must be a timm weights tag such as augreg_in21k_ft_in1k, or null (got {tag!r})")
             require(BACKBONES[self.backbone].hub_weights, "pretrained_tag",
                     f"backbone {self.backbone} takes no timm hub weights, so no tag; set it to null")
+        require(not (self.pretrained and self.checkpoint is None and BACKBONES[self.backbone].random_only),
+                "pretrained", f"backbone {self.backbone} has no pretrained weights; set it to false "
+                "(or give model.checkpoint)")
 
 
 @dataclass

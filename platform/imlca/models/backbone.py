@@ -76,7 +76,14 @@ def create_backbone(name: str, pretrained: bool, checkpoint: str | None, image_s
     if spec.sized:
         kwargs["img_size"] = image_size
     use_hub = pretrained and checkpoint is None and spec.embedded_weights is None
-    model = timm.create_model(timm_name(name, tag), pretrained=use_hub, **kwargs)
+    try:
+        model = timm.create_model(timm_name(name, tag), pretrained=use_hub, **kwargs)
+    except (OSError, RuntimeError) as err:  # huggingface_hub's offline/HTTP errors are OSErrors
+        if not use_hub:
+            raise
+        raise CheckpointError(f"cannot fetch timm's {timm_name(name, tag)} weights ({err.__class__.__name__}); "
+                              "on a machine without internet set model.checkpoint=/path/weights.safetensors "
+                              "(a copy of them)") from None
     if checkpoint is not None:
         state = read_checkpoint(checkpoint)
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -5,7 +5,8 @@
   RevisitingCIL/APER/PILOT convention, `<root>/<dir>/{train,test}/<class>/*.jpg`.
 - `imagefolder`: any such tree directly under the root; the class count comes from the data and the split from
   `data.task_sizes`.
-The root is `data.root`, else `$IMLCA_DATA`. Every expected path is checked before anything is read.
+The root is `data.root`, else `$IMLCA_DATA`: a folder, or an object-store prefix (`s3://bucket/prefix`) that
+`imlca data push` filled, copied once per node. Every expected path is checked before anything is read.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import torch
 
 from imlca.config import DataConfig
 from imlca.data.base import FileImageSet, TensorImageSet
+from imlca.data.object_store import is_uri
+from imlca.data.remote import materialise
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS
 
@@ -27,11 +30,14 @@ ROOT_FIX = "set data.root or IMLCA_DATA"
 
 
 def data_root(cfg: DataConfig, name: str, holds: str) -> Path:
-    """`data.root`, else `$IMLCA_DATA`; `holds` says what the user should point it at."""
+    """`data.root`, else `$IMLCA_DATA`; `holds` says what the user should point it at. An object-store URI
+    (s3://, gs://) is materialised on this node first (`imlca.data.remote`) and its local copy returned."""
     root = cfg.root or os.environ.get("IMLCA_DATA")
     if not root:
         raise DataError(f"{name}: no data root; set data.root or the IMLCA_DATA environment variable to the "
-                        f"folder that holds {holds}")
+                        f"folder (or s3:// / gs:// prefix) that holds {holds}")
+    if is_uri(root):
+        return materialise(root, cfg.benchmark, cfg.cache_dir)[0]
     return Path(root).expanduser()
 
 

@@ -40,11 +40,11 @@ def execute(args: argparse.Namespace) -> int:
 
         files = push(args.benchmark, Path(args.root), uri)["files"]
         size = sum(entry[0] for entry in files.values())
-        print(f"pushed {args.benchmark}: {len(files)} files, {size / 1e6:.1f} MB to {uri} in "
+        print(f"pushed {args.benchmark}: {len(files)} files, {size} bytes to {uri} in "
               f"{time.perf_counter() - start:.1f} s")
         return 0
     from imlca.data.remote import materialise
 
     local, fetched = materialise(uri, args.benchmark, args.cache_dir)
-    print(f"{args.benchmark} at {local}: {fetched / 1e6:.1f} MB downloaded in {time.perf_counter() - start:.1f} s")
+    print(f"{args.benchmark} at {local}: {fetched} bytes downloaded in {time.perf_counter() - start:.1f} s")
     return 0

@@ -14,26 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from cluster_nodes import s3_server
+from cluster_nodes import s3_server, write_imagefolder
 from conftest import REPO
 from servers import clean_env, free_port
 
 PULL_TIMEOUT_S = 120
-
-
-def write_imagefolder(root: Path, train_per_class: int, test_per_class: int) -> Path:
-    """<root>/{train,test}/class<k>/<i>.png: the synthetic benchmark's 16×16 images as PNG files."""
-    from imlca.data.synthetic import make_images
-
-    for part, per_class, seed in (("train", train_per_class, 1), ("test", test_per_class, 2)):
-        images = make_images(per_class, seed)
-        for i, (image, label) in enumerate(zip(images.images, images.labels)):
-            folder = root / part / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
-    return root
 
 
 def imlca(*args: str, env: dict[str, str], prefix: list[str] | None = None) -> subprocess.CompletedProcess:

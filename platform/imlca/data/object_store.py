@@ -24,6 +24,7 @@ from imlca.errors import DataError
 from imlca.registries import BENCHMARKS, resolve
 
 MANIFEST, FORMAT = "imlca-manifest.json", 1
+BUILT_IN = ("imlca.data.embedded:", "imlca.data.synthetic:")  # benchmarks that read no data root
 CHUNK = 1 << 23  # bytes per read and per hash update
 THREADS = 16  # concurrent transfers: object stores answer each request after a round trip, not at disk speed
 PUSH_FIX = "upload it with `imlca data push BENCHMARK --root LOCAL --to URI`"
@@ -39,7 +40,7 @@ def is_uri(root: str) -> bool:
 def benchmark_folder(benchmark: str) -> str:
     """The folder under the data root that `benchmark` reads ('' when it reads the root itself)."""
     spec = BENCHMARKS[benchmark]
-    if spec.target.startswith(("imlca.data.embedded:", "imlca.data.synthetic:")):
+    if spec.target.startswith(BUILT_IN):
         raise DataError(f"benchmark '{benchmark}' is built in and reads no data root; nothing to push or pull")
     return spec.folder or ""
 
@@ -143,19 +144,24 @@ def _upload(filesystem: pafs.FileSystem, source: Path, target: str) -> tuple[int
     return size, digest.hexdigest()
 
 
+def push_folder(source: Path, target: str, **about) -> dict:
+    """Upload every non-hidden file under `source` to the URI `target`, then its manifest (with `about`)."""
+    names = local_files(source)
+    filesystem, base = open_store(target)
+    with translated(target), ThreadPoolExecutor(THREADS) as pool:
+        filesystem.create_dir(base, recursive=True)
+        sums = list(pool.map(lambda n: _upload(filesystem, source / n, join(base, n)), names))
+        manifest = {"format": FORMAT, **about, "files": dict(zip(names, map(list, sums)))}
+        with filesystem.open_output_stream(join(base, MANIFEST)) as out:
+            out.write(json.dumps(manifest, indent=0, sort_keys=True).encode())
+    return manifest
+
+
 def push(benchmark: str, root: Path, to: str) -> dict:
     """Upload `benchmark` from the local data root `root` to the data root `to` (URI), manifest last."""
     from imlca.config import DataConfig
 
     folder = benchmark_folder(benchmark)
     resolve(BENCHMARKS[benchmark].target)(DataConfig(benchmark=benchmark, root=str(root)))  # the layout is whole
-    source, target = root.expanduser() / folder, join(to, folder) if folder else to.rstrip("/")
-    names = local_files(source)
-    filesystem, base = open_store(target)
-    with translated(target), ThreadPoolExecutor(THREADS) as pool:
-        filesystem.create_dir(base, recursive=True)
-        sums = list(pool.map(lambda n: _upload(filesystem, source / n, join(base, n)), names))
-        manifest = {"format": FORMAT, "benchmark": benchmark, "files": dict(zip(names, map(list, sums)))}
-        with filesystem.open_output_stream(join(base, MANIFEST)) as out:
-            out.write(json.dumps(manifest, indent=0, sort_keys=True).encode())
-    return manifest
+    target = f"{to.rstrip('/')}/{folder}" if folder else to.rstrip("/")
+    return push_folder(root.expanduser() / folder, target, benchmark=benchmark)

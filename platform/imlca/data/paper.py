@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,12 @@ def data_root(cfg: DataConfig, name: str, holds: str) -> Path:
         raise DataError(f"{name}: no data root; set data.root or the IMLCA_DATA environment variable to the "
                         f"folder (or s3:// / gs:// prefix) that holds {holds}")
     if is_uri(root):
-        return materialise(root, cfg.benchmark, cfg.cache_dir)[0]
+        start = time.perf_counter()
+        local, fetched = materialise(root, cfg.benchmark, cfg.cache_dir)
+        if fetched:
+            print(f"{name}: copied {fetched} bytes from {root} to {local} in {time.perf_counter() - start:.1f} s "
+                  "(once per node)", flush=True)
+        return local
     return Path(root).expanduser()
 
 

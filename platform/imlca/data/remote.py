@@ -22,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
-from imlca.data.object_store import (CHUNK, PUSH_FIX, THREADS, benchmark_folder, join, local_files,
-                                     open_store, read_manifest, translated)
+from imlca.config import DataConfig
+from imlca.data.object_store import (BUILT_IN, CHUNK, PUSH_FIX, THREADS, benchmark_folder, is_uri, join,
+                                     local_files, open_store, read_manifest, translated)
 from imlca.errors import DataError
+from imlca.registries import BENCHMARKS
 
 
 def download_root(cache_dir: str | None) -> Path:
@@ -46,7 +48,7 @@ def _no_space(where: Path, need: int) -> DataError:
                      "data.cache_dir (or IMLCA_CACHE) to a folder on a larger disk")
 
 
-class _Download:
+class Download:
     """Fetches the files of one manifest that the local copy lacks into `local`, verifying each."""
 
     def __init__(self, uri: str, manifest: dict, local: Path, state: Path):
@@ -121,11 +123,29 @@ class _Download:
         return need
 
 
+def remote_root(cfg: DataConfig) -> str | None:
+    """The object-store URI `cfg`'s benchmark is read from; None for a folder or a built-in benchmark."""
+    root = cfg.root or os.environ.get("IMLCA_DATA")
+    built_in = BENCHMARKS[cfg.benchmark].target.startswith(BUILT_IN)
+    return root if root and is_uri(root) and not built_in else None
+
+
+def check_remote(cfg: DataConfig) -> None:
+    """The driver's preflight for a benchmark in an object store: reachable, readable, manifest there. The
+    trials' nodes copy the data themselves; the driver's node (a cluster's CPU head) need not."""
+    read_manifest(_benchmark_uri(remote_root(cfg), cfg.benchmark))
+
+
+def _benchmark_uri(root: str, benchmark: str) -> str:
+    folder = benchmark_folder(benchmark)
+    return f"{root.rstrip('/')}/{folder}" if folder else root.rstrip("/")
+
+
 def materialise(root: str, benchmark: str, cache_dir: str | None) -> tuple[Path, int]:
     """(local data root holding `benchmark` as stored under the URI `root`, bytes downloaded now: 0 when this
     node already had it). Costs one GET of the manifest when the copy is complete."""
     folder = benchmark_folder(benchmark)
-    uri = f"{root.rstrip('/')}/{folder}" if folder else root.rstrip("/")
+    uri = _benchmark_uri(root, benchmark)
     manifest, digest = read_manifest(uri)
     downloads = download_root(cache_dir)
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
@@ -135,7 +155,7 @@ def materialise(root: str, benchmark: str, cache_dir: str | None) -> tuple[Path,
         if state.exists() and state.read_text() == digest:
             return local, 0
         state.unlink(missing_ok=True)
-        fetched = _Download(uri, manifest, local / folder, state).run()
+        fetched = Download(uri, manifest, local / folder, state).run()
         tmp = state.with_suffix(".done-tmp")
         tmp.write_text(digest)
         os.replace(tmp, state)

@@ -198,3 +198,13 @@ def test_a_full_disk_stops_with_one_line_and_leaves_no_readable_copy(pushed, s3,
     listing = done.stdout.split("listing\n", 1)[1].split()
     assert not [n for n in listing if n.endswith((".done", ".partial"))], listing
     assert any(n.endswith(".verified") for n in listing) == mid_download, listing  # files fetched before it
+
+
+def test_a_run_on_a_prefix_without_manifest_stops_before_training(s3, tmp_path):
+    # the preflight (driver side) reads the manifest only; here it is missing
+    line = only_error_line(imlca("run", "sweeps/tiny.yaml", "--set", "data.benchmark=imagefolder",
+                                 "--set", f"data.root=s3://{s3.bucket}/nothing-here", "--set",
+                                 "data.task_sizes=[2,2,2]", "--set", f"data.cache_dir={tmp_path}", env=cli_env(s3)))
+    assert line == (f"error: no benchmark manifest at s3://{s3.bucket}/nothing-here/imlca-manifest.json; upload it "
+                    "with `imlca data push BENCHMARK --root LOCAL --to URI`")
+    assert not (tmp_path / "data").exists()

@@ -20,8 +20,6 @@ import torch
 
 from imlca.config import DataConfig
 from imlca.data.base import FileImageSet, TensorImageSet
-from imlca.data.object_store import is_uri
-from imlca.data.remote import materialise
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS
 
@@ -37,7 +35,9 @@ def data_root(cfg: DataConfig, name: str, holds: str) -> Path:
     if not root:
         raise DataError(f"{name}: no data root; set data.root or the IMLCA_DATA environment variable to the "
                         f"folder (or s3:// / gs:// prefix) that holds {holds}")
-    if is_uri(root):
+    if "://" in root and not root.startswith("file://"):  # object_store.is_uri, without importing pyarrow here
+        from imlca.data.remote import materialise
+
         start = time.perf_counter()
         local, fetched = materialise(root, cfg.benchmark, cfg.cache_dir)
         if fetched:

@@ -45,6 +45,12 @@ def benchmark_folder(benchmark: str) -> str:
     return spec.folder or ""
 
 
+def benchmark_uri(root: str, benchmark: str) -> str:
+    """Where `benchmark`'s folder (and its manifest) lies under the data root URI `root`."""
+    folder = benchmark_folder(benchmark)
+    return f"{root.rstrip('/')}/{folder}" if folder else root.rstrip("/")
+
+
 def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
@@ -163,5 +169,4 @@ def push(benchmark: str, root: Path, to: str) -> dict:
 
     folder = benchmark_folder(benchmark)
     resolve(BENCHMARKS[benchmark].target)(DataConfig(benchmark=benchmark, root=str(root)))  # the layout is whole
-    target = f"{to.rstrip('/')}/{folder}" if folder else to.rstrip("/")
-    return push_folder(root.expanduser() / folder, target, benchmark=benchmark)
+    return push_folder(root.expanduser() / folder, benchmark_uri(to, benchmark), benchmark=benchmark)

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imlca.config import DataConfig
-from imlca.data.object_store import (BUILT_IN, CHUNK, PUSH_FIX, THREADS, benchmark_folder, is_uri, join,
-                                     local_files, open_store, read_manifest, translated)
+from imlca.data.object_store import (BUILT_IN, CHUNK, PUSH_FIX, THREADS, benchmark_folder, benchmark_uri, is_uri,
+                                     join, local_files, open_store, read_manifest, translated)
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS
 
@@ -133,31 +133,31 @@ def remote_root(cfg: DataConfig) -> str | None:
 def check_remote(cfg: DataConfig) -> None:
     """The driver's preflight for a benchmark in an object store: reachable, readable, manifest there. The
     trials' nodes copy the data themselves; the driver's node (a cluster's CPU head) need not."""
-    read_manifest(_benchmark_uri(remote_root(cfg), cfg.benchmark))
-
-
-def _benchmark_uri(root: str, benchmark: str) -> str:
-    folder = benchmark_folder(benchmark)
-    return f"{root.rstrip('/')}/{folder}" if folder else root.rstrip("/")
+    read_manifest(benchmark_uri(remote_root(cfg), cfg.benchmark))
 
 
 def materialise(root: str, benchmark: str, cache_dir: str | None) -> tuple[Path, int]:
     """(local data root holding `benchmark` as stored under the URI `root`, bytes downloaded now: 0 when this
     node already had it). Costs one GET of the manifest when the copy is complete."""
     folder = benchmark_folder(benchmark)
-    uri = _benchmark_uri(root, benchmark)
+    uri = benchmark_uri(root, benchmark)
     manifest, digest = read_manifest(uri)
     downloads = download_root(cache_dir)
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     local, state = downloads / key, downloads / f"{key}.done"
-    downloads.mkdir(parents=True, exist_ok=True)
-    with _locked(downloads / f"{key}.lock"):
-        if state.exists() and state.read_text() == digest:
-            return local, 0
-        state.unlink(missing_ok=True)
-        fetched = Download(uri, manifest, local / folder, state).run()
-        tmp = state.with_suffix(".done-tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, state)
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+        with _locked(downloads / f"{key}.lock"):
+            if state.exists() and state.read_text() == digest:
+                return local, 0
+            state.unlink(missing_ok=True)
+            fetched = Download(uri, manifest, local / folder, state).run()
+            tmp = state.with_suffix(".done-tmp")
+            tmp.write_text(digest)
+            os.replace(tmp, state)
+    except OSError as err:  # the lock or the marker itself found the disk full
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_space(downloads, sum(size for size, _ in manifest["files"].values())) from None
+        raise
     return local, fetched
 

@@ -5,10 +5,12 @@ As in tests/servers.py, every process runs in a session of its own and is killed
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ class S3:
     endpoint: str  # http://127.0.0.1:<port>
     bucket: str
     env: dict[str, str]  # test credentials and the endpoint, for boto3, pyarrow (Ray Tune) and MLflow
+    log: Path  # the server's log: one line per request ("GET /<bucket>/<key> ...")
 
     def client(self):
         import boto3
@@ -53,24 +56,32 @@ class S3:
                             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
 
+    def gets(self, prefix: str) -> list[str]:
+        """Keys under `prefix` fetched so far (one entry per GET of an object, in order)."""
+        found = re.findall(rf'GET /{self.bucket}/({re.escape(prefix)}[^ ?]*) HTTP', self.log.read_text())
+        return [urllib.parse.unquote(key) for key in found]
+
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 @contextmanager
-def s3_server(root: Path, bucket: str = "imlca-test") -> Iterator[S3]:
+def s3_server(root: Path, bucket: str = "imlca-test", check_credentials: bool = False) -> Iterator[S3]:
     """moto's S3 server on a free loopback port, with one empty bucket. The credentials are moto's dummies and
-    live in `env` only (handed to the processes that need them), never in this process's environment."""
+    live in `env` only (handed to the processes that need them), never in this process's environment. With
+    `check_credentials`, every request after the bucket's creation is authenticated against moto's (empty) IAM,
+    as on a real store: the dummies are then refused."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
     log = root / "moto.log"
-    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], clean_env(), log)
+    server_env = clean_env(INITIAL_NO_AUTH_ACTION_COUNT="1") if check_credentials else clean_env()
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], server_env, log)
     try:
         wait_for(lambda: http_status(f"{endpoint}/moto-api/") == 200, "moto server", proc, log)
-        s3 = S3(endpoint, bucket, env)
+        s3 = S3(endpoint, bucket, env, log)
         s3.client().create_bucket(Bucket=bucket)
         yield s3
     finally:
@@ -145,3 +156,18 @@ def ray_worker(head: RayHead, log: Path, num_cpus: int,
     finally:
         kill_session(proc.pid)
         proc.wait(timeout=10)
+
+
+def write_imagefolder(root: Path, train_per_class: int, test_per_class: int) -> Path:
+    """<root>/{train,test}/class<k>/<i>.png: the synthetic benchmark's 16×16 images as PNG files."""
+    from PIL import Image
+
+    from imlca.data.synthetic import make_images
+
+    for part, per_class, seed in (("train", train_per_class, 1), ("test", test_per_class, 2)):
+        images = make_images(per_class, seed)
+        for i, (image, label) in enumerate(zip(images.images, images.labels)):
+            folder = root / part / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
+    return root

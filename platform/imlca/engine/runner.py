@@ -16,6 +16,7 @@ from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.metrics import predict, task_accuracies
 from imlca.data import load_benchmark
 from imlca.data.cached_loader import CachedBenchmark, loader_workers, open_caches
+from imlca.data.remote import check_remote, remote_root
 from imlca.data.transforms import build_transform
 from imlca.engine.loops import extract_features, require_finite, train_task
 from imlca.engine.seeding import derive_seed, generator
@@ -39,11 +40,18 @@ def resolve_device(name: str) -> torch.device:
 def preflight(cfg: ExperimentConfig) -> None:
     """Everything that can be refused before any training: device, dataset (every image opens), checkpoint."""
     resolve_device(cfg.train.device)
+    if remote_root(cfg.data):  # checked here, copied by the nodes that train on it (imlca.data.remote)
+        check_remote(cfg.data)
+        return _check_checkpoint(cfg)
     benchmark = load_benchmark(cfg.data, cfg.seed)
     benchmark.train.verify()
     benchmark.test.verify()
     if cfg.data.pipeline == "cached":  # decodes every image once: a truncated file is refused here, not mid-run
         open_caches(cfg, benchmark)
+    _check_checkpoint(cfg)
+
+
+def _check_checkpoint(cfg: ExperimentConfig) -> None:
     if cfg.model.checkpoint is not None:
         read_checkpoint(cfg.model.checkpoint)
 

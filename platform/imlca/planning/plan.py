@@ -40,7 +40,8 @@ class Plan:
     trial_resources: dict[str, float]
     types: list[TypePlan]
     chosen: TypePlan
-    sweep_fixed_s: float
+    sweep_fixed_s: float  # the driver's imports, Ray, Tune's start-up and end
+    slot_imports_s: float  # each slot's process imports (a TaskWorker's, or a cached trial's model code)
     warnings: list[str]
 
 
@@ -109,7 +110,7 @@ def make_plan(work: Workload, cluster: Cluster, figures: Figures, local_device: 
         missing = next((t.missing for t in types if t.missing), missing_fixed)
         raise UserError(f"no measured figure for {missing[0]}; run this plan with --probe on such a device (on a "
                         "GPU, `imlca bench --gpu` also records its training throughput); the plan does not guess")
-    return Plan(work, cluster, trial, types, chosen, fixed[0], warnings(work, cluster, types, trial, figures))
+    return Plan(work, cluster, trial, types, chosen, fixed[0], fixed[1], warnings(work, cluster, types, trial, figures))
 
 
 def warnings(work: Workload, cluster: Cluster, types: list[TypePlan], trial: dict[str, float],

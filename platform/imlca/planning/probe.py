@@ -28,6 +28,7 @@ from imlca.registries import BENCHMARKS
 
 WARMUP_BATCHES, TIMED_BATCHES = 2, 4  # training batches per probed task
 ALIGN_POINTS = 6  # class counts measured between the sweep's smallest and largest (linear between them)
+ALIGN_BATCHES = 8  # alignment batches timed at each of them
 
 
 def probe_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -114,7 +115,7 @@ def probe_alignment(dim: int, classes: list[int], cfg: ExperimentConfig) -> dict
     per_class = (time.perf_counter() - start) / few
     per_batch = {}
     for c in classes:
-        n = max(1, math.ceil(4 * a.batch_size / c))  # about four batches
+        n = max(1, math.ceil(ALIGN_BATCHES * a.batch_size / c))
         weight = torch.randn(c, dim, generator=gen) * 0.02
         start = time.perf_counter()
         align_heads(weight, bank, list(range(c)), a.lam, n, 1, a.batch_size, a.lr, a.momentum, a.weight_decay, gen)

@@ -60,8 +60,8 @@ def text(plan: Plan) -> str:
     parts = {k: sum(cost.parts[k] for cost in c.costs) for k in c.costs[0].parts}
     lines.append(f"  trial work on {c.device.name} ({c.device.threads} thread(s)), summed over trials: "
                  + ", ".join(f"{k} {duration(v)}" for k, v in parts.items())
-                 + f"; start-up: sweep {duration(plan.sweep_fixed_s)}, per slot {duration(c.costs[0].start_s)} "
-                 "+ imports")
+                 + f"; start-up: sweep {duration(plan.sweep_fixed_s)}, per slot "
+                 f"{duration(plan.slot_imports_s + c.costs[0].start_s)}")
     if not plan.cluster.local:
         lines.append("  not counted: node boot and image pull; the head node's hours")
     lines += [f"warning: {w}" for w in plan.warnings]

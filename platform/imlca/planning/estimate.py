@@ -2,8 +2,8 @@
 
 A plain trial, per task t: `epochs × train_t / train_img_s` (training) + `train_t / feature_img_s` (statistics)
 + `(test_≤t + val_≤t) / feature_img_s` (evaluation) + for t ≥ 1 `alignments × align(classes_t)`, where
-`align(C) = C × sample_s_per_class + epochs × ceil(C·n / batch) × per_batch(C)` (per_batch linear between the
-probed class counts). A cached trial trains (without alignments) only when its trajectory is not in the cache and
+`align(C) = C × draw_s_per_class + epochs × ceil(C·n / batch) × per_batch(C)` (per_batch linear between the
+probed class counts), plus `cholesky_s` for each class a bank factorises. A cached trial trains (without alignments) only when its trajectory is not in the cache and
 no earlier trial of the sweep trains it, then aligns every variant. Each slot (a trial process that Tune reuses for
 its next trial) pays once for its worker's imports and its data + model build; the sweep pays once for the
 driver's imports, Ray, Tune's start-up and end. Not counted: a cloud node's boot and image pull.
@@ -44,12 +44,20 @@ def _interpolate(points: dict[str, float], x: int) -> float | None:
 
 
 def align_seconds(figure: dict, classes: int, trial: TrialWork) -> float | None:
+    """One alignment of `classes` classes whose covariances are factorised already."""
     a = trial.cfg.align
     per_batch = _interpolate(figure["per_batch_s"], classes)
     if per_batch is None:
         return None
-    sample = classes * figure["sample_s_per_class"] * a.samples_per_class / figure["samples_per_class"]
-    return sample + a.epochs * math.ceil(classes * a.samples_per_class / a.batch_size) * per_batch
+    draw = classes * figure["draw_s_per_class"] * a.samples_per_class / figure["samples_per_class"]
+    return draw + a.epochs * math.ceil(classes * a.samples_per_class / a.batch_size) * per_batch
+
+
+def factorised(trial: TrialWork, t: int) -> int:
+    """Classes whose covariance is factorised at task t: all seen ones at the first alignment (t = 1), then the
+    new ones; once per bank, and each align_space variant replays on a bank of its own."""
+    seen = trial.tasks[t].classes
+    return (seen if t == 1 else seen - trial.tasks[t - 1].classes) * trial.variants
 
 
 def model_figure(figures: Figures, trial: TrialWork, device: Device) -> dict | None:
@@ -88,7 +96,7 @@ def trial_cost(trial: TrialWork, figures: Figures, device: Device, cached: bool)
             if seconds is None:
                 raise MissingFigures([f"alignment of {task.classes} classes of {model['dim']}-d features "
                                       f"({device.threads} thread(s))"])
-            parts["alignment"] += trial.alignments * seconds
+            parts["alignment"] += trial.alignments * seconds + factorised(trial, t) * align["cholesky_s"]
     return TrialCost(sum(parts.values()), parts, model.get("build_s", 0.0) if trains else 0.0)
 
 

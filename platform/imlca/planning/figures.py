@@ -44,8 +44,9 @@ def align_key(dim: int, batch: int, threads: int) -> str:
 
 
 class Figures:
-    """The cache's three tables: `models` (train_img_s, feature_img_s, build_s), `align` (sample_s_per_class at
-    samples_per_class, per_batch_s by class count), `fixed` (seconds of the sweep's start-up pieces)."""
+    """The cache's three tables: `models` (train_img_s, feature_img_s, build_s, dim), `align` (cholesky_s,
+    draw_s_per_class at samples_per_class, per_batch_s by class count), `fixed` (seconds of the sweep's start-up
+    pieces, measured on this machine under the key "local")."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or cache_path()

@@ -28,7 +28,7 @@ from imlca.registries import BENCHMARKS
 
 WARMUP_BATCHES, TIMED_BATCHES = 2, 4  # training batches per probed task
 ALIGN_POINTS = 6  # class counts measured between the sweep's smallest and largest (linear between them)
-ALIGN_BATCHES = 8  # alignment batches timed at each of them
+ALIGN_BATCHES = 16  # alignment batches timed at each of them
 
 
 def probe_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -99,29 +99,37 @@ def _probe_tensors(cfg: ExperimentConfig) -> dict:
 
 
 def probe_alignment(dim: int, classes: list[int], cfg: ExperimentConfig) -> dict:
-    """sample_s_per_class (drawing samples_per_class rows of one class, Cholesky included) and per_batch_s at
-    each class count in `classes`."""
+    """At the sweep's samples_per_class: `cholesky_s` (factorising one class's covariance, once per class and bank),
+    `draw_s_per_class` (its samples from a factorised class) and `per_batch_s` at each class count in `classes`
+    (one alignment step: logits, LCA loss, SGD). The first alignment of a process imports torch._dynamo (through
+    torch.optim); a warm-up pays for it, as the MergeActor's start-up does."""
     from imlca.core.gaussian_bank import GaussianBank
     from imlca.core.lca import align_heads
 
-    a, gen = cfg.align, torch.Generator().manual_seed(0)
-    top = max(classes)
+    a, gen, top = cfg.align, torch.Generator().manual_seed(0), max(classes)
     bank = GaussianBank(dim, a.ridge)
     labels = torch.arange(top).repeat_interleave(4)
     bank.update(torch.randn(len(labels), dim, generator=gen, dtype=torch.float64) + labels[:, None], labels)
-    few = min(top, 4)
-    start = time.perf_counter()
-    bank.sample(list(range(few)), a.samples_per_class, gen)
-    per_class = (time.perf_counter() - start) / few
+    align_heads(torch.zeros(2, dim), bank, [0, 1], a.lam, 2, 1, a.batch_size, a.lr, a.momentum, a.weight_decay, gen)
+    few = list(range(2, min(top, 6)))  # classes not factorised yet
+    cholesky = _seconds(lambda: bank.sample(few, 1, gen)) / len(few)
+    draw = _seconds(lambda: bank.sample(few, a.samples_per_class, gen)) / len(few)
+    bank.sample(list(range(top)), 1, gen)  # every class factorised: the steps below time the loop alone
     per_batch = {}
     for c in classes:
         n = max(1, math.ceil(ALIGN_BATCHES * a.batch_size / c))
         weight = torch.randn(c, dim, generator=gen) * 0.02
-        start = time.perf_counter()
-        align_heads(weight, bank, list(range(c)), a.lam, n, 1, a.batch_size, a.lr, a.momentum, a.weight_decay, gen)
-        seconds = time.perf_counter() - start - per_class * c * n / a.samples_per_class
-        per_batch[str(c)] = max(seconds, 0.0) / math.ceil(c * n / a.batch_size)
-    return {"samples_per_class": a.samples_per_class, "sample_s_per_class": per_class, "per_batch_s": per_batch}
+        seconds = _seconds(lambda: align_heads(weight, bank, list(range(c)), a.lam, n, 1, a.batch_size, a.lr,
+                                               a.momentum, a.weight_decay, gen))
+        per_batch[str(c)] = max(0.0, seconds - c * draw * n / a.samples_per_class) / math.ceil(c * n / a.batch_size)
+    return {"samples_per_class": a.samples_per_class, "cholesky_s": cholesky, "draw_s_per_class": draw,
+            "per_batch_s": per_batch}
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _process_seconds(code: list[str]) -> float:

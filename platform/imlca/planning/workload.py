@@ -34,6 +34,7 @@ class TrialWork:
     tasks: list[TaskWork]
     counts_from: str  # "data" (read here) or "registry" (published counts)
     alignments: int  # alignments after each task t >= 1: aligned methods × align_space variants
+    variants: int = 1  # align_space variants (each replays on a Gaussian bank of its own)
     trajectory: str | None = None  # the trajectory fingerprint (cached sweeps)
     trains: bool = True  # False: its trajectory is in the cache already, or another trial of the sweep trains it
 
@@ -121,7 +122,7 @@ def workload(sweep: Sweep, cached_entries: set[str] | None = None) -> Workload:
     for params in expand(sweep):
         cfg = from_dict(ExperimentConfig, merge_trees(sweep.base_tree, params))
         tasks, source = task_counts(cfg)
-        trial = TrialWork(params, cfg, tasks, source, aligned_methods(cfg) * variants)
+        trial = TrialWork(params, cfg, tasks, source, aligned_methods(cfg) * variants, variants)
         if sweep.cfg.cached:
             from imlca.engine.trajectory_cache import trajectory_fingerprint
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from imlca.cli import main
@@ -197,11 +198,15 @@ def test_the_plan_prints_a_table_and_json(tmp_path, capsys, monkeypatch):
 
 def test_the_probe_cache_round_trips_and_bench_gpu_figures_serve_gpu_workers(tmp_path, monkeypatch):
     monkeypatch.setenv("IMLCA_PLAN_PROBES", str(tmp_path / "cache" / "probes.json"))
-    record_gpu_training("NVIDIA H100 80GB HBM3", 5600.0, 64)
+    record_gpu_training("vit_base_patch16_224", 224, "bf16", 128, "NVIDIA A10G", 500.0, 1500.0, 768)
     figures = Figures()
-    key = "vit_base_patch16_224|224|bf16|64|NVIDIA H100 80GB HBM3|1"
-    assert figures.get("models", key)["train_img_s"] == 5600.0
-    assert figures.get("models", key)["source"] == "bench --gpu"
+    key = "vit_base_patch16_224|224|bf16|128|NVIDIA A10G|1"
+    assert figures.get("models", key)["train_img_s"] == 500.0
+    paper = workload(load_sweep(ROOT / "sweeps" / "paper" / "table1.yaml")).trials[0]
+    from imlca.planning.estimate import model_figure
+
+    assert model_figure(figures, paper, Device("A10G", 7))["feature_img_s"] == 1500.0  # batch 64 there: any batch
+    assert model_figure(figures, paper, Device("A100", 7)) is None
     (tmp_path / "cache" / "probes.json").write_text("{not json")
     assert Figures().doc["models"] == {}  # a torn or foreign file is measured again, not trusted
 
@@ -219,6 +224,19 @@ def test_the_probe_measures_the_tiny_config(tmp_path):
     assert model["dim"] == 32 and model["train_img_s"] > 0 and model["feature_img_s"] > 0
     assert model["source"] == "the trial's own data and loader"
     assert sorted(stored.get("align", "32|32|1")["per_batch_s"]) == ["4", "6"]  # the class counts tasks 1, 2 reach
+
+
+def test_bench_gpu_hands_its_figures_to_the_plan(tmp_path, monkeypatch):
+    from imlca.bench.gpu import record_for_plan
+    from imlca.config import load_config
+    from imlca.models.model import build_model
+
+    monkeypatch.setenv("IMLCA_PLAN_PROBES", str(tmp_path / "probes.json"))
+    model = build_model(load_config(TINY))
+    batch = (torch.rand(4, 3, 16, 16), torch.zeros(4, dtype=torch.int64))
+    record_for_plan("vit_test_tiny", model, batch, 123.0, "fp32", torch.device("cpu"))
+    entry = Figures().get("models", "vit_test_tiny|16|fp32|4|cpu|1")
+    assert entry["train_img_s"] == 123.0 and entry["feature_img_s"] > 0 and entry["dim"] == 32
 
 
 @pytest.mark.slow

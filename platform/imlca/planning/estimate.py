@@ -61,13 +61,15 @@ def factorised(trial: TrialWork, t: int) -> int:
 
 
 def model_figure(figures: Figures, trial: TrialWork, device: Device) -> dict | None:
-    """The probe's figures for this trial's model on `device` (a GPU matched by its name's fragment)."""
+    """The probe's figures for this trial's model on `device`. A GPU is matched by its name's fragment (e.g. A10G)
+    and any thread count, preferring the trial's batch size (`bench --gpu` measures at its own)."""
     exact = figures.get("models", model_key(trial.cfg, device))
     if exact is not None or device.name == "cpu":
         return exact
-    prefix = model_key(trial.cfg, Device("", 0)).rsplit("|", 2)[0] + "|"
-    return next((v for k, v in figures.doc["models"].items()
-                 if k.startswith(prefix) and device.name in k[len(prefix):].rsplit("|", 1)[0]), None)
+    backbone, size, precision, batch = model_key(trial.cfg, device).split("|")[:4]
+    found = [(k.split("|")[3] != batch, k) for k in figures.doc["models"]
+             if k.split("|")[:3] == [backbone, size, precision] and device.name in k.split("|")[4]]
+    return figures.get("models", min(found)[1]) if found else None
 
 
 @dataclass

@@ -73,9 +73,12 @@ class Figures:
         tmp.replace(self.path)
 
 
-def record_gpu_training(device_name: str, images_per_s: float, batch: int, image_size: int = 224) -> None:
-    """What `bench --gpu` measured (ViT-B/16, LoRA r=64, bf16, synthetic batches on the GPU), for the plan."""
+def record_gpu_training(backbone: str, image_size: int, precision: str, batch: int, device_name: str,
+                        train_img_s: float, feature_img_s: float, dim: int) -> None:
+    """What `bench --gpu` measured (LoRA training and fp32 features on synthetic batches already on the GPU), for the
+    plan of a sweep that trains this model on such a GPU."""
     figures = Figures()
-    key = f"vit_base_patch16_224|{image_size}|bf16|{batch}|{device_name}|1"
-    figures.put("models", key, {"train_img_s": images_per_s, "source": "bench --gpu"})
+    key = f"{backbone}|{image_size}|{precision}|{batch}|{device_name}|1"
+    figures.put("models", key, {"train_img_s": train_img_s, "feature_img_s": feature_img_s, "dim": dim,
+                                "source": "bench --gpu (synthetic batches on the GPU)"})
     figures.save()

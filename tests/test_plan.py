@@ -30,14 +30,15 @@ def write_sweep(tmp_path: Path, name: str = "s", **fields) -> Path:
     return path
 
 
-def tiny_figures(tmp_path: Path, threads: int = 1, device: str = "cpu") -> Figures:
+def tiny_figures(tmp_path: Path, threads: int = 1, device: str = "cpu", concurrent: int = 1) -> Figures:
     """Round figures for the tiny config: 80 images/s training, 160 features/s, alignment 0.5 s a batch."""
     figures = Figures(tmp_path / "probes.json")
     sweep = load_sweep(write_sweep(tmp_path, "figs"))
     cfg = workload(sweep).trials[0].cfg
-    figures.put("models", model_key(cfg, Device(device, threads)),
-                {"train_img_s": 80.0, "feature_img_s": 160.0, "build_s": 2.0, "dim": 32})
-    figures.put("align", f"32|32|{threads}", {"samples_per_class": 32, "cholesky_s": 0.5, "draw_s_per_class": 0.25,
+    where = Device(device, threads, concurrent)
+    figures.put("models", model_key(cfg, where), {"train_img_s": 80.0, "feature_img_s": 160.0, "build_s": 2.0,
+                                                   "dim": 32})
+    figures.put("align", f"32|32|{where.slot()}", {"samples_per_class": 32, "cholesky_s": 0.5, "draw_s_per_class": 0.25,
                                               "per_batch_s": {"2": 0.5, "6": 0.5}})
     figures.put("fixed", "local", {"imports_s": 1.0, "ray_init_s": 2.0, "first_trial_s": 3.0, "fit_end_s": 0.5,
                                    "shutdown_s": 0.5, "worker_imports_s": 4.0, "plain_trial_imports_s": 1.0,
@@ -102,8 +103,8 @@ def test_trials_fill_the_first_free_slot_and_each_slot_starts_once():
 def test_the_local_plan_in_seconds(tmp_path):
     work = workload(load_sweep(write_sweep(tmp_path, space={"merge.rule": {"grid": ["ties", "max_abs"]}},
                                            max_concurrent_trials=2)))
-    plan = make_plan(work, local_cluster({"CPU": 2.0, "GPU": 0.0, "memory": 8 * GIB}, "cpu"), tiny_figures(tmp_path),
-                     "cpu")
+    figures = tiny_figures(tmp_path, concurrent=2)  # taken with two probes at once, as two trials run here
+    plan = make_plan(work, local_cluster({"CPU": 2.0, "GPU": 0.0, "memory": 8 * GIB}, "cpu"), figures, "cpu")
     chosen = plan.chosen
     assert (chosen.per_node, chosen.parallel) == (2, 2)
     # per task: 4 epochs × 80 / 80 = 4 s training, 80 / 160 = 0.5 s statistics, test_≤t / 160 evaluation;
@@ -211,19 +212,19 @@ def test_the_probe_cache_round_trips_and_bench_gpu_figures_serve_gpu_workers(tmp
     assert Figures().doc["models"] == {}  # a torn or foreign file is measured again, not trusted
 
 
-def test_the_probe_measures_the_tiny_config(tmp_path):
+def test_the_probe_measures_the_tiny_config_side_by_side(tmp_path):
     from imlca.planning.probe import run_probe
 
     figures = tiny_figures(tmp_path)  # keeps its fixed figures: the Ray part is tested apart (slow)
-    del figures.doc["models"][next(iter(figures.doc["models"]))]
-    del figures.doc["align"]["32|32|1"]
     work = workload(load_sweep(write_sweep(tmp_path)))
-    run_probe(work, Device("cpu", 1), figures, say=lambda line: None)
+    run_probe(work, Device("cpu", 1, 2), figures, say=lambda line: None)  # two probe processes at once
     stored = Figures(tmp_path / "probes.json")
-    model = stored.get("models", model_key(work.trials[0].cfg, Device("cpu", 1)))
+    model = stored.get("models", model_key(work.trials[0].cfg, Device("cpu", 1, 2)))
     assert model["dim"] == 32 and model["train_img_s"] > 0 and model["feature_img_s"] > 0
     assert model["source"] == "the trial's own data and loader"
-    assert sorted(stored.get("align", "32|32|1")["per_batch_s"]) == ["4", "6"]  # the class counts tasks 1, 2 reach
+    align = stored.get("align", "32|32|1x2")
+    assert sorted(align["per_batch_s"]) == ["4", "6"]  # the class counts tasks 1, 2 reach
+    assert align["cholesky_s"] > 0 and align["draw_s_per_class"] > 0
 
 
 def test_bench_gpu_hands_its_figures_to_the_plan(tmp_path, monkeypatch):

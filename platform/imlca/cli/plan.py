@@ -62,10 +62,14 @@ def execute(args: argparse.Namespace) -> int:
     figures = Figures()
     if args.probe:
         from imlca.config import ExperimentConfig, from_dict
+        from imlca.orchestration.cluster import local_node
+        from imlca.planning.plan import local_parallel
         from imlca.planning.probe import run_probe
 
         threads = max(1, int(from_dict(ExperimentConfig, sweep.base_tree).resources.num_cpus))
-        run_probe(work, Device(local_device(), threads), figures, say=lambda line: print(line, file=sys.stderr))
+        at_once = local_parallel(work, local_node()) if cluster.local else 1
+        run_probe(work, Device(local_device(), threads, at_once), figures,
+                  say=lambda line: print(line, file=sys.stderr))
     plan = make_plan(work, cluster, figures, local_device())
     print(json.dumps(as_json(plan), indent=1) if args.json else text(plan))
     return 0

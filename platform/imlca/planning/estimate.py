@@ -82,10 +82,11 @@ class TrialCost:
 def trial_cost(trial: TrialWork, figures: Figures, device: Device, cached: bool) -> TrialCost:
     model = model_figure(figures, trial, device)
     what = f"{trial.cfg.model.backbone} at {trial.cfg.data.image_size} px, {trial.cfg.train.precision}, batch " \
-           f"{trial.cfg.train.batch_size}, on {device.name} ({device.threads} thread(s))"
+           f"{trial.cfg.train.batch_size}, on {device.name} ({device.threads} thread(s)" + \
+           (f", {device.concurrent} trials at once)" if device.concurrent > 1 else ")")
     if model is None or "feature_img_s" not in model:
         raise MissingFigures([f"training and feature throughput of {what}"])
-    align = figures.get("align", align_key(model["dim"], trial.cfg.align.batch_size, device.threads))
+    align = figures.get("align", align_key(model["dim"], trial.cfg.align.batch_size, device))
     parts = dict.fromkeys(("training", "statistics", "evaluation", "alignment"), 0.0)
     trains = trial.trains or not cached
     for t, task in enumerate(trial.tasks):
@@ -97,7 +98,7 @@ def trial_cost(trial: TrialWork, figures: Figures, device: Device, cached: bool)
             seconds = None if align is None else align_seconds(align, task.classes, trial)
             if seconds is None:
                 raise MissingFigures([f"alignment of {task.classes} classes of {model['dim']}-d features "
-                                      f"({device.threads} thread(s))"])
+                                      f"({device.slot()} thread(s))"])
             parts["alignment"] += trial.alignments * seconds + factorised(trial, t) * align["cholesky_s"]
     return TrialCost(sum(parts.values()), parts, model.get("build_s", 0.0) if trains else 0.0)
 

@@ -26,12 +26,17 @@ def cache_path() -> Path:
 
 @dataclass(frozen=True)
 class Device:
-    """Where a trial computes: "cpu" or a CUDA device's name, and the torch threads it runs with."""
+    """Where a trial computes: "cpu" or a CUDA device's name, the torch threads it runs with, and how many trials
+    share the machine at once (figures taken with that many probes side by side)."""
     name: str
     threads: int
+    concurrent: int = 1
+
+    def slot(self) -> str:
+        return f"{self.threads}" if self.concurrent == 1 else f"{self.threads}x{self.concurrent}"
 
     def key(self) -> str:
-        return f"{self.name}|{self.threads}"
+        return f"{self.name}|{self.slot()}"
 
 
 def model_key(cfg: ExperimentConfig, device: Device) -> str:
@@ -39,8 +44,8 @@ def model_key(cfg: ExperimentConfig, device: Device) -> str:
     return f"{cfg.model.backbone}|{cfg.data.image_size}|{cfg.train.precision}|{cfg.train.batch_size}|{device.key()}"
 
 
-def align_key(dim: int, batch: int, threads: int) -> str:
-    return f"{dim}|{batch}|{threads}"
+def align_key(dim: int, batch: int, device: Device) -> str:
+    return f"{dim}|{batch}|{device.slot()}"
 
 
 class Figures:

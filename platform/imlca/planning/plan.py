@@ -49,22 +49,32 @@ def describe_resources(resources: dict[str, float]) -> str:
     return ", ".join(f"{k} {v / GIB:.1f} GiB" if k == "memory" else f"{k} {v:g}" for k, v in resources.items())
 
 
-def device_for(worker: WorkerType, cluster: Cluster, trial: dict[str, float], local_device: str) -> Device:
+def device_for(worker: WorkerType, cluster: Cluster, trial: dict[str, float], local_device: str,
+               parallel: int) -> Device:
+    """On this machine, figures taken with as many probes at once as trials run at once; a GPU trial elsewhere
+    holds its own GPU."""
     threads = max(1, math.floor(trial.get("CPU", 1)))
     if cluster.local:
-        return Device(local_device, threads)
+        return Device(local_device, threads, max(1, parallel))
     return Device(worker.accelerator or "unknown GPU", threads) if trial.get("GPU") else Device("cpu", threads)
+
+
+def local_parallel(work: Workload, node: dict[str, float]) -> int:
+    """Trials at once on this machine: max_concurrent_trials, the trials there are, and what fits its resources."""
+    trial = from_dict(ExperimentConfig, work.sweep.base_tree).resources.ray_resources()
+    return max(1, min(work.sweep.cfg.max_concurrent_trials, len(work.trials), per_node(node, trial)))
 
 
 def plan_type(work: Workload, cluster: Cluster, worker: WorkerType, trial: dict[str, float], figures: Figures,
               local_device: str, fixed: tuple[float, float]) -> TypePlan:
-    tp = TypePlan(worker, per_node(worker.resources, trial), device=device_for(worker, cluster, trial, local_device))
+    tp = TypePlan(worker, per_node(worker.resources, trial))
     cfg = work.sweep.cfg
     if tp.per_node == 0 or worker.max_workers == 0:
         return tp
     want = min(cfg.max_concurrent_trials, len(work.trials))
     tp.nodes = 1 if cluster.local else min(worker.max_workers, cluster.max_workers, math.ceil(want / tp.per_node))
     tp.parallel = min(want, tp.nodes * tp.per_node)
+    tp.device = device_for(worker, cluster, trial, local_device, tp.parallel)
     try:
         tp.costs = [trial_cost(t, figures, tp.device, cfg.cached) for t in work.trials]
     except MissingFigures as err:

@@ -161,23 +161,58 @@ def class_points(counts: set[int]) -> list[int]:
     return sorted({ordered[round(i * step)] for i in range(ALIGN_POINTS)})
 
 
+def probe_trial(tree: dict, classes: list[int], threads: int) -> dict:
+    """One trial's figures, measured in this process: {"model": ..., "align": ... or None}."""
+    from imlca.config import from_dict
+
+    torch.set_num_threads(threads)
+    cfg = from_dict(ExperimentConfig, tree)
+    model = probe_model(cfg)
+    return {"model": model, "align": probe_alignment(model["dim"], classes, cfg) if classes else None}
+
+
+def _mean(values: list):
+    if isinstance(values[0], dict):
+        return {k: _mean([v[k] for v in values]) for k in values[0]}
+    return sum(values) / len(values) if isinstance(values[0], float) else values[0]
+
+
+def probe_side_by_side(cfg: ExperimentConfig, classes: list[int], device: Device) -> dict:
+    """`device.concurrent` probes at once, each a new process, as that many trials share this machine (its cores,
+    memory bandwidth, and whatever else runs on it); their figures averaged."""
+    from imlca.config import to_dict
+
+    code = ("import json, sys\nfrom imlca.planning.probe import probe_trial\n"
+            "print(json.dumps(probe_trial(*json.loads(sys.argv[1]))))")
+    argument = json.dumps([to_dict(cfg), classes, device.threads])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    runs = [subprocess.Popen([sys.executable, "-c", code, argument], stdout=subprocess.PIPE, env=env, text=True)
+            for _ in range(device.concurrent)]
+    outputs = [run.communicate(timeout=1800)[0] for run in runs]
+    if any(run.returncode for run in runs):
+        raise RuntimeError(f"a probe process failed (exit codes {[run.returncode for run in runs]})")
+    return _mean([json.loads(out.strip().splitlines()[-1]) for out in outputs])
+
+
 def run_probe(work: Workload, device: Device, figures: Figures, say=print) -> None:
     """Measure every figure `work` needs on `device` that the cache lacks, and save them."""
-    torch.set_num_threads(device.threads)
     for trial in work.trials:
         key = model_key(trial.cfg, device)
-        if figures.get("models", key) is None or "feature_img_s" not in figures.get("models", key):
-            say(f"probe: training and features of {key} ...")
-            figures.put("models", key, probe_model(trial.cfg))
-            figures.save()
-        dim, a = figures.get("models", key)["dim"], trial.cfg.align
-        akey = align_key(dim, a.batch_size, device.threads)
-        needed = {t.classes for t in trial.tasks[1:]}
-        have = set(map(int, (figures.get("align", akey) or {}).get("per_batch_s", {})))
-        if needed and not (have and min(have) <= min(needed) and max(have) >= max(needed)):
-            say(f"probe: alignment at {dim}-d features, classes {sorted(needed)[0]}..{max(needed)} ...")
-            figures.put("align", akey, probe_alignment(dim, class_points(needed), trial.cfg))
-            figures.save()
+        needed = sorted({t.classes for t in trial.tasks[1:]}) if trial.alignments else []
+        model = figures.get("models", key)
+        align = None if model is None else figures.get("align", align_key(model["dim"], trial.cfg.align.batch_size,
+                                                                          device))
+        have = set(map(int, (align or {}).get("per_batch_s", {})))
+        if model is not None and "feature_img_s" in model and (not needed or (
+                have and min(have) <= needed[0] and max(have) >= needed[-1])):
+            continue
+        say(f"probe: training, features and alignment of {key}"
+            + (f" ({device.concurrent} probes at once, as the sweep's trials)" if device.concurrent > 1 else ""))
+        found = probe_side_by_side(trial.cfg, class_points(set(needed)), device)
+        figures.put("models", key, found["model"])
+        if found["align"] is not None:
+            figures.put("align", align_key(found["model"]["dim"], trial.cfg.align.batch_size, device), found["align"])
+        figures.save()
     fixed = figures.get("fixed", "local")
     if fixed is None or (work.sweep.cfg.cached and "cached_trial_imports_s" not in fixed):
         say("probe: Ray and Tune start-up, process imports ...")

@@ -119,7 +119,7 @@ def make_plan(work: Workload, cluster: Cluster, figures: Figures, local_device: 
     if chosen is None:
         missing = next((t.missing for t in types if t.missing), missing_fixed)
         raise UserError(f"no measured figure for {missing[0]}; run this plan with --probe on such a device (on a "
-                        "GPU, `imlca bench --gpu` also records its training throughput); the plan does not guess")
+                        "GPU, `imlca bench --gpu` also records them); the plan does not guess")
     return Plan(work, cluster, trial, types, chosen, fixed[0], fixed[1], warnings(work, cluster, types, trial, figures))
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from imlca.planning.clusters import Cluster, WorkerType
 from imlca.planning.figures import Device, Figures, align_key, model_key
-from imlca.planning.workload import TrialWork, Workload
+from imlca.planning.workload import TrialWork
 
 
 class MissingFigures(Exception):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from imlca.config import ExperimentConfig, from_dict
 from imlca.errors import UserError
 from imlca.planning.clusters import Cluster, WorkerType
-from imlca.planning.estimate import (MissingFigures, TrialCost, fixed_seconds, per_node, schedule, trial_cost)
+from imlca.planning.estimate import MissingFigures, TrialCost, fixed_seconds, per_node, schedule, trial_cost
 from imlca.planning.figures import Device, Figures
 from imlca.planning.workload import Workload
 

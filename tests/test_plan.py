@@ -257,3 +257,12 @@ def test_aws_prices_are_ray_node_labels():
         validate_node_label_syntax(spec.get("labels", {}))  # raises on a key or value Ray would refuse
     prices = {t.name: t.price for t in read_cluster(ROOT / "cluster" / "aws.yaml").types}
     assert prices == {"gpu_g5": 1.212, "gpu_g5_spot": None, "gpu_p4d": 32.7726}
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"])
+def test_every_cluster_config_reads_and_runs_a_paper_trial_per_gpu(name):
+    paper = {"CPU": 7, "GPU": 1, "memory": 16 * GIB}
+    cluster = read_cluster(ROOT / "cluster" / name)
+    assert cluster.types and cluster.max_workers >= 1
+    for worker in cluster.types:
+        assert per_node(worker.resources, paper) == worker.resources["GPU"] >= 1, (name, worker)

@@ -266,3 +266,16 @@ def test_every_cluster_config_reads_and_runs_a_paper_trial_per_gpu(name):
     assert cluster.types and cluster.max_workers >= 1
     for worker in cluster.types:
         assert per_node(worker.resources, paper) == worker.resources["GPU"] >= 1, (name, worker)
+
+
+def test_the_plan_sees_which_trajectories_the_cache_holds(tmp_path):
+    from imlca.config import load_config
+    from imlca.engine.trajectory import compute_trajectory
+    from imlca.engine.trajectory_cache import TrajectoryCache, trajectory_fingerprint
+
+    cache = TrajectoryCache(str(tmp_path / "trajectories"))
+    assert cache.entries() == set()  # no folder yet
+    cfg = load_config(TINY)
+    cache.store(trajectory_fingerprint(cfg), compute_trajectory(cfg))
+    (tmp_path / "trajectories" / "torn").mkdir()  # a folder without a manifest is no entry
+    assert cache.entries() == {trajectory_fingerprint(cfg)}

@@ -101,6 +101,7 @@ def _scan(folder: str) -> dict[str, list[str]]:
     ("config", ("torch", "numpy", "imlca.engine", "imlca.data", "imlca.models", "imlca.core")),
     ("data", ("imlca.engine", "imlca.orchestration", "imlca.tracking", "ray", "mlflow")),
     ("models", ("imlca.engine", "imlca.orchestration", "imlca.tracking", "ray", "mlflow")),
+    ("planning", ("imlca.orchestration", "imlca.tracking", "imlca.bench", "imlca.cli", "ray", "mlflow")),
 ])
 def test_layers_import_only_downwards(folder, forbidden):
     for path, names in _scan(folder).items():

@@ -41,6 +41,28 @@ def training_setup(batch: int, device: torch.device):
     return cfg, model, head, (images, targets)
 
 
+def record_for_plan(backbone: str, model, batch: tuple[torch.Tensor, torch.Tensor], train_img_s: float,
+                    precision: str, device: torch.device, steps: int = 5) -> None:
+    """Hand the training throughput, with the fp32 feature throughput of the same batch, to `imlca plan`'s figure
+    cache (planning/figures.py), keyed by this device's name."""
+    from imlca.engine.loops import extract_features
+    from imlca.planning.figures import record_gpu_training
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    extract_features(model, [batch], device)  # warm-up
+    sync()
+    start = time.perf_counter()
+    extract_features(model, [batch] * steps, device)
+    sync()
+    feature_img_s = steps * len(batch[0]) / (time.perf_counter() - start)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    record_gpu_training(backbone, batch[0].shape[-1], precision, len(batch[0]), name, train_img_s, feature_img_s,
+                        model.dim)
+
+
 def timed_steps(model, head, batch_tensors, steps: int, cfg, device: torch.device) -> float:
     from imlca.engine.loops import train_task
 
@@ -64,6 +86,7 @@ def bench_gpu(settings: Settings) -> Measurement:
     timed_steps(model, head, batch_tensors, warmup, cfg, device)
     seconds = [timed_steps(model, head, batch_tensors, steps, cfg, device) for _ in range(REPEATS)]
     rates = [steps * batch / s for s in seconds]
+    record_for_plan("vit_base_patch16_224", model, batch_tensors, statistics.median(rates), "bf16", device)
     name = torch.cuda.get_device_name(device)
     details = {"device": name, "batch": batch, "steps": steps, "warmup_steps": warmup, "repeats": REPEATS,
                "images_per_s": rates, "flop_per_image": FLOP_PER_IMAGE}
@@ -74,4 +97,5 @@ def bench_gpu(settings: Settings) -> Measurement:
     details["peak_flops"] = peak
     note = (f"{name}, batch {batch}, {REPEATS} × {steps} steps after {warmup} warm-up steps: "
             f"{min(rates):.0f}–{max(rates):.0f} img/s")
-    return Measurement([mfu(rate, peak) for rate in rates], {"train": statistics.median(seconds)}, details=details, note=note)
+    return Measurement([mfu(rate, peak) for rate in rates], {"train": statistics.median(seconds)}, details=details,
+                       note=note)

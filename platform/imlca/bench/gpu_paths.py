@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from imlca.bench.gpu import mfu, peak_flops
+from imlca.bench.gpu import mfu, peak_flops, record_for_plan
 from imlca.bench.loader_speed import jpeg_tree
 from imlca.bench.measure import Measurement, Settings
 
@@ -99,6 +99,8 @@ def bench_gpu_paths(settings: Settings) -> Measurement:
             seconds[name] = timed_training(cfg, model, head, loader, device)
             counts[name] = sizes["images"] * sizes["epochs"]
     rates = {name: counts[name] / seconds[name] for name in seconds}
+    if cuda:  # `imlca plan` takes this GPU's figures from here
+        record_for_plan(sizes["backbone"], model, batch, rates["synthetic"], sizes["precision"], device)
     details = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "loader_workers": workers,
                "images_per_s": rates, **sizes}
     note = f"{details['device']}: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in rates.items())

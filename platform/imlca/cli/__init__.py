@@ -1,4 +1,4 @@
-"""`python -m imlca run|sweep|report|bench|benchmarks|data ...`. Bad input: one line on stderr, exit code 2.
+"""`python -m imlca run|sweep|report|plan|bench|benchmarks|data ...`. Bad input: one line on stderr, exit code 2.
 
 One module per command under imlca/cli/, each with `HELP`, `add_arguments(parser)` and `execute(args) -> int`;
 they import their heavy dependencies inside `execute`, so parsing and config errors cost well under a second.
@@ -11,7 +11,7 @@ import sys
 
 from imlca.errors import UserError
 
-COMMANDS = ("run", "sweep", "report", "predict", "bench", "benchmarks", "data")
+COMMANDS = ("run", "sweep", "plan", "report", "predict", "bench", "benchmarks", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,6 +108,11 @@ class TrajectoryCache:
         print(f"trajectory cache: {fingerprint} has an unreadable manifest; recomputing", flush=True)
         return None
 
+    def entries(self) -> set[str]:
+        """Fingerprints of the entries with a readable manifest (what a sweep takes instead of training)."""
+        found = self.filesystem.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return {f.base_name for f in found if f.type == pafs.FileType.Directory and self._manifest(f.base_name)}
+
     def load(self, fingerprint: str) -> Trajectory | None:
         """The entry, or None when it is absent, partial or corrupt (any of which means: compute it again)."""
         manifest = self._manifest(fingerprint)

@@ -24,6 +24,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
+def local_node() -> dict[str, float]:
+    """CPU, GPU and memory (bytes) that `ray.init()` on this machine gives its one node (no Ray is started)."""
+    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+    spec = ResourceAndLabelSpec().resolve(is_head=True)
+    return {"CPU": float(spec.num_cpus), "GPU": float(spec.num_gpus or 0), "memory": float(spec.memory)}
+
+
 def shutdown_ray() -> None:
     """Shut Ray down if something in this process started or joined it."""
     if ray.is_initialized():

@@ -70,6 +70,6 @@ def test_malformed_yaml_and_unknown_section(tmp_path):
 def test_pretrained_tag_needs_hub_weights(backbone):
     """The embedded Lite0 weights and the test ViT's own shapes have no timm weights to choose between."""
     with pytest.raises(ConfigError) as err:
-        load_config(None, [f"model.backbone={backbone}", "model.pretrained_tag=in1k"])
+        load_config(None, [f"model.backbone={backbone}", "model.pretrained=false", "model.pretrained_tag=in1k"])
     assert err.value.key == "model.pretrained_tag" and "takes no timm hub weights" in str(err.value)
-    assert load_config(None, [f"model.backbone={backbone}"]).model.pretrained_tag is None
+    assert load_config(None, [f"model.backbone={backbone}", "model.pretrained=false"]).model.pretrained_tag is None

@@ -94,13 +94,23 @@ def _init(root: Path, password: str) -> None:
     pwfile.unlink()
 
 
+def ensure_postgres() -> None:
+    """apt-get Debian's postgresql-15 when its binaries are missing (as root, as CI runs; as tests/browser.py
+    installs chromium), so a fresh machine needs nothing by hand."""
+    if (BIN / "pg_ctl").is_file():
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(f"no PostgreSQL 15 in {BIN}: apt-get install postgresql-15 (Debian), then run again")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql-15"], check=True)
+
+
 @contextmanager
 def postgres_server(database: str = "imlca") -> Iterator[Postgres]:
     """A PostgreSQL server on a free 127.0.0.1 port with an empty database `database` owned by user `imlca`."""
     import psycopg2
 
-    if not (BIN / "pg_ctl").is_file():
-        raise RuntimeError(f"no PostgreSQL 15 in {BIN}: apt-get install postgresql-15 (Debian), then run again")
+    ensure_postgres()
     root = Path(tempfile.mkdtemp(prefix="imlca-pg-", dir="/tmp"))  # `nobody` cannot enter pytest's tmp folders
     server = Postgres(root, free_port(), "imlca", secrets.token_hex(12), database)
     try:

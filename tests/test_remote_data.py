@@ -151,6 +151,17 @@ def test_a_missing_bucket_and_a_prefix_without_manifest_stop_with_one_line(tmp_p
     assert_nothing_readable(tmp_path)
 
 
+@pytest.mark.parametrize("text", [b"not json", b'{"format": 1}', b'{"format": 2, "files": {}}',
+                                  b'{"format": 1, "files": {"a.png": [3]}}'])
+def test_a_manifest_that_is_not_ours_stops_with_one_line(s3, tmp_path, text):
+    s3.client().put_object(Bucket=s3.bucket, Key="foreign/imlca-manifest.json", Body=text)
+    line = only_error_line(imlca("data", "pull", "imagefolder", "--from", f"s3://{s3.bucket}/foreign",
+                                 "--cache-dir", str(tmp_path), env=cli_env(s3)))
+    assert line == (f"error: s3://{s3.bucket}/foreign/imlca-manifest.json is not an imlca manifest (format 1); "
+                    "upload it with `imlca data push BENCHMARK --root LOCAL --to URI`")
+    assert_nothing_readable(tmp_path)
+
+
 def test_missing_and_refused_credentials_stop_with_one_line(tmp_path_factory, tmp_path):
     with s3_server(tmp_path_factory.mktemp("s3-auth"), "guarded", check_credentials=True) as guarded:
         env = cli_env(guarded, HOME=str(tmp_path))  # no ~/.aws/credentials either

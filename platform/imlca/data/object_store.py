@@ -114,10 +114,11 @@ def read_manifest(uri: str) -> tuple[dict, str]:
             text = stream.read()
     try:
         manifest = json.loads(text)
-        files = manifest["files"]
-        assert manifest["format"] == FORMAT and all(len(v) == 2 for v in files.values())
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise DataError(f"{where} is not an imlca manifest (format {FORMAT}); {PUSH_FIX}") from None
+        valid = manifest["format"] == FORMAT and all(len(v) == 2 for v in manifest["files"].values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        valid = False
+    if not valid:
+        raise DataError(f"{where} is not an imlca manifest (format {FORMAT}); {PUSH_FIX}")
     return manifest, hashlib.sha256(text).hexdigest()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
+from imlca.data.safe_paths import check_files
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS, resolve
 
@@ -100,7 +101,8 @@ def open_store(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def read_manifest(uri: str) -> tuple[dict, str]:
-    """(manifest, SHA-256 of its text) of the benchmark stored at `uri` (the root joined with its folder)."""
+    """(manifest, SHA-256 of its text) of the benchmark stored at `uri` (the root joined with its folder); every
+    entry of its `files` checked (safe_paths.check_files), a DataError naming the first bad one."""
     filesystem, base = open_store(uri)
     where = f"{uri.rstrip('/')}/{MANIFEST}"
     with translated(uri):
@@ -119,6 +121,7 @@ def read_manifest(uri: str) -> tuple[dict, str]:
         valid = False
     if not valid:
         raise DataError(f"{where} is not an imlca manifest (format {FORMAT}); {PUSH_FIX}")
+    manifest["files"] = check_files(manifest["files"], where, PUSH_FIX)  # before any name becomes a local path
     return manifest, hashlib.sha256(text).hexdigest()
 
 

@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imlca.config import DataConfig
-from imlca.data.object_store import (BUILT_IN, CHUNK, PUSH_FIX, THREADS, benchmark_folder, benchmark_uri, is_uri,
-                                     join, local_files, open_store, read_manifest, translated)
+from imlca.data.object_store import (BUILT_IN, CHUNK, MANIFEST, PUSH_FIX, THREADS, benchmark_folder, benchmark_uri,
+                                     is_uri, join, local_files, open_store, read_manifest, translated)
+from imlca.data.safe_paths import inside
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS
 
@@ -53,6 +54,8 @@ class Download:
 
     def __init__(self, uri: str, manifest: dict, local: Path, state: Path):
         self.uri, self.files, self.local = uri, manifest["files"], local
+        where = f"{uri.rstrip('/')}/{MANIFEST}"
+        self.targets = {name: inside(local, name, where, PUSH_FIX) for name in self.files}  # before any write
         self.filesystem, self.base = open_store(uri)
         self.partial, self.log = state.with_suffix(".partial"), state.with_suffix(".verified")
         self.log_lock = threading.Lock()
@@ -67,7 +70,7 @@ class Download:
     def missing(self) -> list[str]:
         done = self.verified()
         return [name for name, (size, sha) in self.files.items() if done.get(name) != sha
-                or not (self.local / name).is_file() or (self.local / name).stat().st_size != size]
+                or not self.targets[name].is_file() or self.targets[name].stat().st_size != size]
 
     def drop_stale(self) -> None:
         """Files of an earlier manifest that this one does not list (a loader would read them)."""
@@ -81,16 +84,20 @@ class Download:
         digest, got = hashlib.sha256(), 0
         with translated(self.uri), self.filesystem.open_input_stream(join(self.base, name)) as stream, \
                 open(part, "wb") as out:
-            while block := stream.read(CHUNK):
+            while got <= size and (block := stream.read(min(CHUNK, size + 1 - got))):  # never past size + 1
                 digest.update(block)
                 out.write(block)
                 got += len(block)
+        if got > size:
+            part.unlink()
+            raise DataError(f"{self.uri}/{name} is larger than its manifest entry ({size} bytes; the download "
+                            f"stopped at {got}); the bucket copy changed or is corrupt: {PUSH_FIX}")
         if (got, digest.hexdigest()) != (size, sha):
             part.unlink()
             raise DataError(f"{self.uri}/{name} does not match its manifest entry ({got} bytes, sha256 "
                             f"{digest.hexdigest()[:12]}…; expected {size} bytes, {sha[:12]}…); the bucket copy "
                             f"changed or is corrupt: {PUSH_FIX}")
-        target = self.local / name
+        target = self.targets[name]
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, target)
         with self.log_lock, open(self.log, "a") as log:

@@ -1,4 +1,12 @@
 """User-facing errors: one line naming the cause and the fix; the CLI turns them into exit code 2."""
+import re
+
+PASSWORD_IN_URI = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
+
+
+def without_passwords(text: str) -> str:
+    """`text` with the password of every URI in it replaced by ***: the last guard before a message is shown."""
+    return PASSWORD_IN_URI.sub(r"\1:***@", text)
 
 
 class UserError(Exception):

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from imlca.errors import UserError
+from imlca.errors import UserError, without_passwords
 
 COMMANDS = ("run", "sweep", "plan", "report", "predict", "bench", "benchmarks", "data")
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return importlib.import_module(f"imlca.cli.{args.command}").execute(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {without_passwords(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

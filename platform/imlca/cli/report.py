@@ -53,7 +53,7 @@ def execute(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace, uri: str) -> int:
-    from imlca.tracking.database import redacted
+    from imlca.errors import without_passwords
     from imlca.tracking.report import format_paper, format_table, records, table_of
     from imlca.tracking.store import Tracker, check_reachable
 
@@ -68,7 +68,7 @@ def report(args: argparse.Namespace, uri: str) -> int:
     found = records(Tracker(uri, args.experiment), args.parent)
     table = table_of(found)
     if not table:
-        print(f"no finished runs in experiment '{args.experiment}' at {redacted(uri)}")
+        print(f"no finished runs in experiment '{args.experiment}' at {without_passwords(uri)}")
         return 0
     if args.format:
         from imlca.report_pages import write_report

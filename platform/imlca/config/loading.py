@@ -16,6 +16,18 @@ import yaml
 from imlca.errors import ConfigError, ConfigFileError
 
 
+PASSWORD_REFUSED = (
+    "holds a password (user:password@ in a URI), and the config is saved with every run and logged to MLflow; "
+    "remove it and give it in the environment: PGPASSWORD or a password file (PGPASSFILE, default ~/.pgpass) for "
+    "PostgreSQL, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for an MLflow server, AWS_SECRET_ACCESS_KEY "
+    "for S3")
+
+
+def holds_password(value: Any) -> bool:
+    """A string with a URI's `user:password@` in it (where configs name databases, servers and buckets)."""
+    return isinstance(value, str) and re.search(r"://[^/@\s]*:[^/@\s]*@", value) is not None
+
+
 def require(ok: bool, key: str, problem: str) -> None:
     """The one validation style of every config section: a failed check names its key and the fix."""
     if not ok:
@@ -117,6 +129,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
             kwargs[key] = from_dict(hint, value, path)
         elif not _is_instance(value, hint):
             raise ConfigError(path, f"expected {_type_name(hint)}, got {value!r}")
+        elif any(holds_password(v) for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(path, PASSWORD_REFUSED)
         else:
             kwargs[key] = float(value) if hint is float else value
     try:

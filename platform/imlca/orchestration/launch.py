@@ -9,8 +9,7 @@ from imlca.orchestration.storage import check_storage, storage_root
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep, confirmation
-from imlca.errors import UserError
-from imlca.tracking.database import redacted
+from imlca.errors import UserError, without_passwords
 from imlca.tracking.store import Tracker, check_reachable, resolve_uri, ui_link
 
 
@@ -74,14 +73,15 @@ def launch_sweep(sweep: Sweep, resume: bool = False, callbacks: tuple = ()) -> i
     grid = fit(sweep, make_callbacks, resume)
     for error in grid.errors:
         cause = getattr(error, "cause", error)
-        print(f"trial failed: {cause if isinstance(cause, UserError) else str(error).splitlines()[0]}")
+        reason = str(cause) if isinstance(cause, UserError) else str(error).splitlines()[0]
+        print(f"trial failed: {without_passwords(reason)}")
     finished = [r for r in grid if r.error is None and r.metrics and sweep.cfg.metric in r.metrics]
     if not finished:  # a failed trial's last report is no result (a diverged run stops mid-way)
         print("no trial finished")
         return 1
     best = (max if sweep.cfg.mode == "max" else min)(finished, key=lambda r: r.metrics[sweep.cfg.metric])
     print(f"best trial: {describe(chosen_settings(best))}: {sweep.cfg.metric}={best.metrics[sweep.cfg.metric]:.2f}")
-    print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {redacted(uri)}")
+    print(f"{len(grid)} trials tracked in MLflow experiment '{base.tracking.experiment}' at {without_passwords(uri)}")
     if sweep.cfg.confirm_space and not grid.errors:
         return confirm(sweep, grid, name)
     print(f"open the results side by side: make ui, then {ui_link('http://127.0.0.1:5000', experiment_id(uri, base))}")

@@ -25,12 +25,13 @@ from ray import tune
 from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
 from imlca.engine.export import export_run_folder
+from imlca.errors import without_passwords
 from imlca.orchestration.storage import is_uri, join, read_text, upload_file, write_text
 from imlca.orchestration.tune_sweep import trial_config
 from imlca.tracking.database import snapshot, sqlite_file
 from imlca.tracking.outputs import finish_sweep, log_run_outputs, system_metrics
 from imlca.tracking.runs import log_dataset, run_tags, trial_name
-from imlca.tracking.store import TRIAL_TAG, Tracker
+from imlca.tracking.store import TRIAL_TAG, Tracker, resolve_uri
 
 
 def keep_sqlite_copy(uri: str, experiment_dir: str) -> None:
@@ -75,8 +76,17 @@ class MlflowSweepCallback(tune.Callback):
         self._exported: set[str] = set()  # trials this driver exported (the others are checked at the sweep's end)
 
     def __getstate__(self) -> dict:
+        """What Tune pickles into the sweep's state (in its storage, maybe a bucket): the URI without password."""
         return {k: v for k, v in self.__dict__.items()} | {"_tracker": None, "_monitor": None, "_exporter": None,
-                                                            "_exports": [], "_exported": set()}
+                                                            "_exports": [], "_exported": set(),
+                                                            "uri": without_passwords(self.uri)}
+
+    def __setstate__(self, state: dict) -> None:
+        """A restored sweep takes the password back from the environment's URI (the same store, or none)."""
+        self.__dict__.update(state)
+        current = resolve_uri(None)
+        if without_passwords(current) == self.uri:
+            self.uri = current
 
     @property
     def tracker(self) -> Tracker:

@@ -13,22 +13,13 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from imlca.errors import TrackingError, UserError
+from imlca.errors import TrackingError, UserError, without_passwords
 
 SERVER_DB = "IMLCA_MLFLOW_DB"  # the head's MLflow server's database (cluster configs)
 POSTGRES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
 AUTH_FAILED = ("password authentication failed", "no password supplied", "role \"")
-
-
-def redacted(uri: str) -> str:
-    """The URI without its password, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def with_driver(uri: str) -> str:
@@ -57,7 +48,7 @@ def check_postgres(uri: str, timeout: int = 5) -> None:
         else:
             what, fix = "is unreachable", ("start the database, or fix its host, port and name in "
                                            f"MLFLOW_TRACKING_URI / tracking.uri (on a cluster: ${SERVER_DB})")
-        raise TrackingError(f"PostgreSQL tracking database {redacted(libpq_uri(uri))} {what} ({reason}); "
+        raise TrackingError(f"PostgreSQL tracking database {without_passwords(libpq_uri(uri))} {what} ({reason}); "
                             f"{fix}") from None
 
 

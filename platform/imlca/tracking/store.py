@@ -5,6 +5,9 @@ http server or a PostgreSQL database (tracking/database.py) is checked before an
 """
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import math
 import os
 import subprocess
@@ -13,8 +16,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from imlca.errors import TrackingError
+from imlca.errors import TrackingError, without_passwords
 from imlca.tracking.database import check_store, with_driver
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -40,15 +44,27 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if not uri.startswith(("http://", "https://")):
         check_store(uri)
         return
+    shown = without_passwords(uri)
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+        with urllib.request.urlopen(health_request(uri), timeout=timeout) as reply:
             if reply.status == 200:
                 return
     except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise TrackingError(f"MLflow server {uri} is unreachable ({reason}); start it (mlflow server --host "
+        reason = without_passwords(str(getattr(err, "reason", err)))
+        raise TrackingError(f"MLflow server {shown} is unreachable ({reason}); start it (mlflow server --host "
                             "127.0.0.1) or point MLFLOW_TRACKING_URI / tracking.uri at a running one") from None
-    raise TrackingError(f"MLflow server {uri} answered /health with an error; check the server's log")
+    raise TrackingError(f"MLflow server {shown} answered /health with an error; check the server's log")
+
+
+def health_request(uri: str) -> urllib.request.Request:
+    """GET <server>/health; a `user:password@` in the URI (MLflow's client sends it as basic auth) sent as the
+    same header, the URL without it (urllib reads it as part of the host)."""
+    parts = urlsplit(uri.rstrip("/") + "/health")
+    if parts.username is None and parts.password is None:
+        return urllib.request.Request(parts.geturl())
+    login = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return urllib.request.Request(bare, headers={"Authorization": f"Basic {login}"})
 
 
 def artifact_location(uri: str) -> str | None:
@@ -137,7 +153,10 @@ class Tracker:
         self.client.set_tag(run_id, key, value)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
+        printed = io.StringIO()  # MLflow prints the run's link, built from the URI with its password
+        with contextlib.redirect_stdout(printed):
+            self.client.set_terminated(run_id, status)
+        print(without_passwords(printed.getvalue()), end="", flush=True)
 
     def find_trial_run(self, parent_id: str, trial_id: str) -> str | None:
         """The run already made for a trial of this sweep (a restored sweep reuses it: no duplicates)."""

@@ -63,6 +63,10 @@ CASES = {  # name → (args builder, expected start of the message after "error:
     "pretrained random-only": (lambda d: ["run", TINY, "--set", "model.pretrained=true"],
                                "config key 'model.pretrained': backbone vit_test_tiny has no pretrained weights"),
     "resume nothing": (lambda d: ["run", TINY, "--resume"], "--resume needs --out"),
+    "name out of output_dir": (lambda d: ["run", TINY, "--set", "name=../../x"],
+                               "config key 'name': must be one folder name (it names an output folder), not a name "
+                               "with an empty, '.' or '..' part"),
+    "name of two folders": (lambda d: ["run", TINY, "--set", "name=a/b"], "config key 'name': must be one folder"),
 }
 
 
@@ -132,3 +136,21 @@ def test_corrupt_or_mismatched_checkpoint_refused_and_left_intact(tmp_path, monk
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint ") and "fails its checksum" in err and "\n" not in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_two_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch, capsys):
+    """The default folder `<output_dir>/<name>-<time>` is made by the run itself; one already there (another run's,
+    started in the same second) is left alone and the run takes `<name>-<time>-2`."""
+    import imlca.cli.run
+    from imlca.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(imlca.cli.run, "default_folder", lambda cfg: (tmp_path / "outputs", "tiny-20260101-000000"))
+    other = tmp_path / "outputs" / "tiny-20260101-000000"
+    other.mkdir(parents=True)
+    (other / "results.json").write_text("the other run's")
+    assert main(["run", TINY, "--set", "data.task_sizes=[2, 4]"]) == 0
+    assert f"-> {other}-2" in capsys.readouterr().out
+    assert (other.parent / f"{other.name}-2" / "results.json").is_file()
+    assert [p.name for p in other.iterdir()] == ["results.json"] and (other / "results.json").read_text() == \
+        "the other run's"

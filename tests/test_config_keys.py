@@ -10,7 +10,6 @@ plus the row's context; the changed one also sets the key. Baselines are compute
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import typing
@@ -185,10 +184,10 @@ def robustness(cfg, assets):
 
 def where(cfg, assets):
     """The run's output folder, without its time stamp (`<output_dir>/<name>-YYYYmmdd-HHMMSS`)."""
-    from imlca.cli.run import _output_dir
+    from imlca.cli.run import default_folder
 
-    out = _output_dir(argparse.Namespace(out=None, resume=False), cfg)
-    return str(out.parent), out.name[:-len("-YYYYmmdd-HHMMSS")]
+    parent, name = default_folder(cfg)
+    return str(parent), name[:-len("-YYYYmmdd-HHMMSS")]
 
 
 def tracked(cfg, assets):

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", action="store_true", help="log the run to MLflow")
 
 
-def _output_dir(args: argparse.Namespace, cfg) -> Path:
+def _output_dir(args: argparse.Namespace) -> Path | None:
+    """--out, checked; None for the default folder, claimed once the run's input has been checked."""
     if args.resume and not args.out:
         raise UserError("--resume needs --out DIR, the folder of the run to continue")
     if args.out:
@@ -29,7 +30,26 @@ def _output_dir(args: argparse.Namespace, cfg) -> Path:
         if out.exists() and any(out.iterdir()) and not args.resume:
             raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         return out
-    return Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return None
+
+
+def default_folder(cfg) -> tuple[Path, str]:
+    """(parent, name) of a run's default folder: `<output_dir>/<name>-<time>`."""
+    return Path(cfg.output_dir), f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def claim_folder(parent: Path, stem: str) -> Path:
+    """`parent/stem`, or `stem-2`, `stem-3`, ... when taken: made here (mkdir fails on an existing folder), so two
+    runs started in the same second never share one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder, n = parent / stem, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = parent / f"{stem}-{n}"
 
 
 def _num_tasks(cfg) -> int:
@@ -42,7 +62,7 @@ def execute(args: argparse.Namespace) -> int:
     from imlca.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before the heavy imports: bad input fails in a second
-    out = _output_dir(args, cfg)
+    out = _output_dir(args)
     from imlca.engine.runner import preflight
 
     preflight(cfg)
@@ -55,6 +75,8 @@ def execute(args: argparse.Namespace) -> int:
         from imlca.tracking.runs import TrackedRun
 
         tracked = TrackedRun(cfg)
+    if out is None:
+        out = claim_folder(*default_folder(cfg))
     from imlca.engine.artifacts import write_run
     from imlca.engine.protocol import LocalStep, run_protocol
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from imlca.config.loading import (choose, config_path, flatten, from_dict, parse_override, read_config_tree,
-                                  require, set_dotted, to_dict)
+from imlca.config.loading import (choose, config_path, flatten, folder_name, from_dict, parse_override,
+                                  read_config_tree, require, set_dotted, to_dict)
 from imlca.errors import ConfigError
 from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
@@ -252,6 +252,7 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
+        folder_name(self.name, "name")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:

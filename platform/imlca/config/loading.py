@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from imlca.errors import ConfigError, ConfigFileError
+from imlca.safe_paths import name_problem
 
 
 PASSWORD_REFUSED = (
@@ -26,6 +27,12 @@ PASSWORD_REFUSED = (
 def holds_password(value: Any) -> bool:
     """A string with a URI's `user:password@` in it (where configs name databases, servers and buckets)."""
     return isinstance(value, str) and re.search(r"://[^/@\s]*:[^/@\s]*@", value) is not None
+
+
+def folder_name(value: str, key: str) -> None:
+    """`value` names a folder (the run's, the sweep's): one path component, never a way out of its parent."""
+    problem = name_problem(value) or ("a path of several folders" if "/" in value else None)
+    require(problem is None, key, f"must be one folder name (it names an output folder), not {problem}")
 
 
 def require(ok: bool, key: str, problem: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from imlca.config import ExperimentConfig, config_path, from_dict, merge_trees, read_config_tree, read_yaml
-from imlca.config.loading import choose, require
+from imlca.config.loading import choose, folder_name, require
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
 
@@ -64,6 +64,8 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 1, "num_samples", f"must be >= 1 (got {self.num_samples})")
+        if self.name is not None:
+            folder_name(self.name, "name")
         choose(self.search, "search", SEARCHERS)
         require(self.search != "optuna" or not any("grid" in spec for spec in self.space.values()), "search",
                 "optuna cannot search a grid; use choice instead of grid")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
-from imlca.data.safe_paths import check_files
+from imlca.safe_paths import check_files
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS, resolve
 

@@ -75,6 +75,46 @@ def test_load_and_predict_name_every_test_image_as_the_run_scored_it(tmp_path, s
     assert capsys.readouterr().out == f"{paths[0]}\t{names[0]}\n"
 
 
+class Pickled:
+    """A pickle that would run a command when loaded (what a hostile `adapter_model.bin` holds)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_model_folder_that_is_not_ours_is_one_line_and_nothing_is_unpickled(tmp_path, capsys):
+    import pickle
+    import shutil
+
+    _, _, folder = finished_run(tmp_path / "run")
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(image)
+    cases = {"not json": lambda f: (f / "model.json").write_text("{not json"),
+             "a json list": lambda f: (f / "model.json").write_text("[1, 2]"),
+             "a pickled adapter": lambda f: ((f / "adapter" / "adapter_model.safetensors").unlink(),
+                                             (f / "adapter" / "adapter_model.bin").write_bytes(
+                                                 pickle.dumps(Pickled(tmp_path / "unpickled"))))}
+    expected = {"not json": "model.json is not an imlca model description (Expecting property name",
+                "a json list": "model.json is not an imlca model description (no merge_space",
+                "a pickled adapter": "has no adapter/adapter_model.safetensors; imlca reads weights from safetensors"}
+    for name, spoil in cases.items():
+        copy = tmp_path / name.replace(" ", "-")
+        shutil.copytree(folder, copy)
+        spoil(copy)
+        assert main(["predict", str(copy), str(image)]) == 2, name
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"error: {copy}") and expected[name] in line, line
+        assert line.endswith("give a folder written by imlca's export (a run's model/), or export it again")
+    assert not (tmp_path / "unpickled").exists()
+
+
 def test_import_imlca_stays_light():
     code = "import sys, imlca; print('torch' in sys.modules, 'mlflow' in sys.modules, callable(imlca.run))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from imlca.config import ExperimentConfig, from_dict
+from imlca.errors import UserError
 
 Tensors = dict[str, torch.Tensor]
 PEFT_PREFIX = "base_model.model."  # PeftModel's names for the wrapped model's modules
@@ -116,6 +117,27 @@ def _config_tree(cfg: ExperimentConfig) -> dict:
     return to_dict(cfg)
 
 
+def read_model_info(folder: Path) -> tuple[dict, ExperimentConfig]:
+    """`folder/model.json` and the run's config in it, checked before anything else in the folder is read (a shared
+    model folder is not trusted: docs/security.md). Weights load from safetensors only: a folder whose adapter is a
+    pickled `adapter_model.bin` is refused here, never handed to peft."""
+    path, fix = folder / "model.json", "give a folder written by imlca's export (a run's model/), or export it again"
+    try:
+        info = json.loads(path.read_text())
+        if not isinstance(info, dict) or info.get("merge_space") not in ("delta", "factors"):
+            raise ValueError("no merge_space 'delta' or 'factors'")
+        cfg = from_dict(ExperimentConfig, info.get("config"))
+    except (OSError, ValueError, UserError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserError(f"{path} is not an imlca model description ({' '.join(str(err).split())[:200]}); "
+                        f"{fix}") from None
+    weights = folder / ("backbone.safetensors" if info["merge_space"] == "delta"
+                        else "adapter/adapter_model.safetensors")
+    if not weights.is_file():
+        raise UserError(f"{folder} has no {weights.relative_to(folder)}; imlca reads weights from safetensors "
+                        f"files only (a pickled adapter_model.bin is never loaded): {fix}")
+    return info, cfg
+
+
 class ExportedModel(torch.nn.Module):
     """Backbone (+ merged adapter) → pooled features → LayerNorm → head; `predict` names the classes of images."""
 
@@ -124,8 +146,7 @@ class ExportedModel(torch.nn.Module):
         from peft import PeftModel
 
         folder = Path(folder)
-        info = json.loads((folder / "model.json").read_text())
-        self.cfg = from_dict(ExperimentConfig, info["config"])
+        info, self.cfg = read_model_info(folder)
         backbone = fresh_backbone(self.cfg)
         if info["merge_space"] == "delta":
             backbone.load_state_dict(load_file(str(folder / "backbone.safetensors")))

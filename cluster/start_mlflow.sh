@@ -7,12 +7,15 @@
 # config); a sqlite:/// file lives on the head's disk, and each sweep copies it to its bucket at its end. The
 # database is checked first: a wrong password or an unreachable host stops here with one line.
 # Idempotent: a server this script started earlier and that still runs is kept, so re-running `ray up` keeps
-# the tracking store up. The port is reachable inside the cluster network only; laptops use port-forwarding.
+# the tracking store up. The server listens on 127.0.0.1 ($IMLCA_MLFLOW_HOST); laptops use port-forwarding.
 set -euo pipefail
 
 ARTIFACTS="${1:?usage: start_mlflow.sh ARTIFACTS_DESTINATION}"
 STORE="${IMLCA_MLFLOW_STORE:-/home/ray}"  # overridable for tests
 PORT="${IMLCA_MLFLOW_PORT:-5000}"
+# Loopback only: the driver runs on this machine and laptops reach the UI through `ray attach -p 5000`; the server
+# has no authentication, so anything that reached it could read, change or delete every run (and the artifacts).
+HOST="${IMLCA_MLFLOW_HOST:-127.0.0.1}"
 DB="${IMLCA_MLFLOW_DB:-sqlite:///$STORE/mlflow.db}"
 DB="${DB/#postgresql:\/\//postgresql+psycopg2://}"  # SQLAlchemy 2.1 would pick psycopg 3
 PIDFILE="$STORE/mlflow.pid"
@@ -29,13 +32,14 @@ if [[ -z "${IMLCA_MLFLOW_DB:-}" ]]; then
 fi
 # the URI reaches the check and the server in their environment, not on a command line (`ps` shows those to all)
 IMLCA_MLFLOW_DB="$DB" python -m imlca.tracking.database || exit 2
-MLFLOW_BACKEND_STORE_URI="$DB" nohup setsid mlflow server --host 0.0.0.0 --port "$PORT" \
+MLFLOW_BACKEND_STORE_URI="$DB" nohup setsid mlflow server --host "$HOST" --port "$PORT" \
   --artifacts-destination "$ARTIFACTS" "${@:2}" >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 
+ASK="$HOST"; [[ "$HOST" == "0.0.0.0" ]] && ASK=127.0.0.1
 for _ in $(seq 60); do
-  if python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; then
-    echo "mlflow server up on :$PORT (log $LOG)"
+  if python -c "import urllib.request; urllib.request.urlopen('http://$ASK:$PORT/health', timeout=2)" 2>/dev/null; then
+    echo "mlflow server up on $HOST:$PORT (log $LOG)"
     exit 0
   fi
   if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then

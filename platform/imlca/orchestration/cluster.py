@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 import ray
 
@@ -21,7 +22,24 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         # in the driver (bench lora_worker 1.43x vs 0.96x at 0, load 20-30); a local cluster keeps them at 0
         os.environ.setdefault("RAY_worker_niceness", "0")
         # workers' logs stay in Ray's session folder: the driver prints its own progress lines
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        with _loopback_only():
+            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+@contextmanager
+def _loopback_only():
+    """A one-node cluster started inside listens on 127.0.0.1 only: nothing else needs to reach it. Ray takes the
+    machine's address as the node's, even when given 127.0.0.1, unless it runs as on macOS and Windows (its
+    ENABLE_RAY_CLUSTER switch off): then the node's address is 127.0.0.1, and its GCS, raylet, agents and workers
+    bind that address. The switch is put back once the node is up (joining a cluster later works as before)."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def local_node() -> dict[str, float]:

@@ -3,7 +3,7 @@ before any of them becomes a local path: whoever can write the bucket must not b
 on the nodes that pull from it.
 
 `check_files` checks a whole `{name: [size, sha256]}` mapping before anything is written; `inside` is the last
-check on each target path, right before it is opened.
+check on each target path, right before it is opened. Every download that follows a manifest calls both.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from imlca.errors import UserError
+from imlca.errors import UserError, without_passwords
 from imlca.tracking.store import resolve_uri
 
 
@@ -17,8 +17,9 @@ def download_model(run_id: str, uri: str | None = None) -> Path:
     try:
         folder = client.download_artifacts(run_id, "model", tempfile.mkdtemp(prefix="imlca-model-"))
     except (MlflowException, OSError) as err:
-        raise UserError(f"no exported model for '{run_id}' ({str(err).splitlines()[0][:120]}); give a folder "
-                        "holding model.json or the id of a finished tracked run") from None
+        reason = without_passwords(str(err).splitlines()[0])[:120]
+        raise UserError(f"no exported model for '{run_id}' ({reason}); give a folder holding model.json or the id "
+                        "of a finished tracked run") from None
     if not (Path(folder) / "model.json").is_file():
         raise UserError(f"run {run_id} has no model/model.json; re-run it with this version of imlca")
     return Path(folder)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
-from imlca.safe_paths import check_files
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS, resolve
+from imlca.safe_paths import check_files
 
 MANIFEST, FORMAT = "imlca-manifest.json", 1
 BUILT_IN = ("imlca.data.embedded:", "imlca.data.synthetic:")  # benchmarks that read no data root

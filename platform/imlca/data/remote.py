@@ -25,9 +25,9 @@ from pathlib import Path
 from imlca.config import DataConfig
 from imlca.data.object_store import (BUILT_IN, CHUNK, MANIFEST, PUSH_FIX, THREADS, benchmark_folder, benchmark_uri,
                                      is_uri, join, local_files, open_store, read_manifest, translated)
-from imlca.safe_paths import inside
 from imlca.errors import DataError
 from imlca.registries import BENCHMARKS
+from imlca.safe_paths import inside
 
 
 def download_root(cache_dir: str | None) -> Path:

@@ -15,6 +15,7 @@ import yaml
 from imlca.config.loading import (choose, config_path, flatten, from_dict, parse_override, read_config_tree,
                                   require, set_dotted, to_dict)
 from imlca.errors import ConfigError
+from imlca.plugins import check_names, load_plugins
 from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -239,6 +240,7 @@ class ExperimentConfig:
     name: str = "imlca"
     seed: int = 1993  # class order and all randomness derive from it
     output_dir: str = "outputs"
+    plugins: list[str] = field(default_factory=list)  # modules imported in every process of the run (imlca.plugins)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -253,6 +255,12 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
 
+    @staticmethod
+    def prepare_tree(tree: dict) -> None:
+        """Import the tree's plugins and the installed entry points before the sections check names against the
+        registries (`from_dict` calls it in every process that builds the config)."""
+        load_plugins(check_names(tree.get("plugins", [])))
+
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
     tree = read_config_tree(config_path(path)) if path is not None else {}  # a bare name may be a bundled file
@@ -266,8 +274,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 # keys that change where or how a run executes, not what it computes
-NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers",
-                      "data.cache_dir", "train.device", "train.channels_last", "train.compile")
+NOT_IN_FINGERPRINT = ("name", "output_dir", "plugins", "tracking.", "resources.", "data.root",
+                      "data.num_workers", "data.cache_dir", "train.device", "train.channels_last", "train.compile")
 
 
 def fingerprint(cfg: ExperimentConfig) -> str:

@@ -105,6 +105,9 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """Build dataclass `cls` from a nested dict; unknown keys, wrong types and bad values name their dotted key."""
     if not isinstance(data, dict):
         raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    prepare = getattr(cls, "prepare_tree", None)  # e.g. plugins that register names the sections check
+    if prepare is not None:
+        prepare(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}

@@ -3,7 +3,10 @@ an installed distribution whose `imlca.plugins` entry point names it, and a brok
 from __future__ import annotations
 
 import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from conftest import REPO
 
@@ -42,3 +45,25 @@ def write_broken(folder: Path, name: str = "broken_plugin") -> Path:
 # the guide's sweep settings: its plugin's rule and method, one epoch a phase (seconds per task)
 PLUGIN_SET = {"merge.rule": "wavg", "align.method": "im_smooth", "align.compare": ["im_lca"], "train.epochs": 1,
               "align.epochs": 1}
+
+
+@contextmanager
+def importable(folder: Path) -> Iterator[Path]:
+    """`folder` on this process's path (not on Ray's workers'); afterwards the registries, sys.path and sys.modules
+    as they were, so the plugin's names do not leak into other tests."""
+    from imlca import registries
+
+    saved = {name: dict(r) for name, r in vars(registries).items() if isinstance(r, registries.Registry)}
+    before = set(sys.modules)
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        for name in set(sys.modules) - before:
+            if getattr(sys.modules[name], "__file__", "") and sys.modules[name].__file__.startswith(str(folder)):
+                del sys.modules[name]
+        for name, entries in saved.items():
+            registry = getattr(registries, name)
+            registry.clear()
+            registry.update(entries)

@@ -13,25 +13,14 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, tiny_overrides
-from plugin_example import MODULE, guide_block, write_broken, write_entry_point, write_plugin
+from plugin_example import MODULE, guide_block, importable, write_broken, write_entry_point, write_plugin
 
 
 @pytest.fixture
 def plugin_path(tmp_path):
-    """The guide's module importable in this process only (not in Ray's workers); the registries, sys.path and
-    sys.modules as they were afterwards."""
-    from imlca import registries
-
-    saved = {name: dict(r) for name, r in vars(registries).items() if isinstance(r, registries.Registry)}
-    folder = write_plugin(tmp_path / "plugins")
-    sys.path.insert(0, str(folder))
-    yield folder
-    sys.path.remove(str(folder))
-    sys.modules.pop(MODULE, None)
-    for name, entries in saved.items():
-        registry = getattr(registries, name)
-        registry.clear()
-        registry.update(entries)
+    """The guide's module importable in this process only (not in Ray's workers)."""
+    with importable(write_plugin(tmp_path / "plugins")) as folder:
+        yield folder
 
 
 def cli(args: list[str], cwd, pythonpath: list) -> subprocess.CompletedProcess:
@@ -149,4 +138,3 @@ def test_the_guides_other_registrations_are_valid_config_values(plugin_path):
     cfg = load_config(TINY, ["plugins=[more_choices]", "model.backbone=vit_narrow", "data.benchmark=my_folder",
                              "data.task_sizes=[2, 2]"])
     assert (cfg.model.backbone, cfg.data.benchmark) == ("vit_narrow", "my_folder")
-    sys.modules.pop("more_choices", None)

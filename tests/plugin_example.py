@@ -42,9 +42,11 @@ def write_broken(folder: Path, name: str = "broken_plugin") -> Path:
     return folder
 
 
-# the guide's sweep settings: its plugin's rule and method, one epoch a phase (seconds per task)
-PLUGIN_SET = {"merge.rule": "wavg", "align.method": "im_smooth", "align.compare": ["im_lca"], "train.epochs": 1,
-              "align.epochs": 1}
+def guide_sweep() -> dict:
+    """The guide's sweep file: its plugin's rule and method, one epoch a phase (seconds per task)."""
+    import yaml
+
+    return yaml.safe_load(guide_block("# my_sweep.yaml"))
 
 
 @contextmanager

@@ -15,18 +15,20 @@ from mlflow.tracking import MlflowClient
 
 from cluster_nodes import JOB_TIMEOUT_S, job_runtime_env
 from conftest import REPO
-from plugin_example import MODULE, PLUGIN_SET, importable, write_entry_point, write_plugin
+from plugin_example import MODULE, guide_sweep, importable, write_entry_point, write_plugin
 from servers import job_submit_argv
 
 
 def job_folder(root: Path, name: str, by_entry_point: bool) -> Path:
-    """A job's working dir: the plugin, the sweep file and, for the entry point, the distribution's metadata."""
+    """A job's working dir: the plugin and the guide's sweep file; for the entry point, the distribution's metadata
+    instead of the sweep's `plugins:` key."""
     folder = write_plugin(root / name)
-    settings = dict(PLUGIN_SET) if by_entry_point else {"plugins": [MODULE], **PLUGIN_SET}
+    sweep = {**guide_sweep(), "name": name}
+    assert sweep["set"]["plugins"] == [MODULE]
     if by_entry_point:
         write_entry_point(folder)
-    (folder / "sweep.yaml").write_text(yaml.safe_dump({"base": "tiny.yaml", "name": name, "set": settings,
-                                                       "max_failures": 0}))
+        del sweep["set"]["plugins"]
+    (folder / "my_sweep.yaml").write_text(yaml.safe_dump(sweep))
     return folder
 
 
@@ -43,7 +45,7 @@ def test_the_guides_plugin_runs_in_a_two_node_sweep_by_config_and_by_entry_point
     for name, by_entry_point in zip(names, (False, True)):
         folder = job_folder(root, name, by_entry_point)
         env = job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{name}")
-        argv = job_submit_argv(two_nodes.head, ["python", "-m", "imlca", "sweep", "sweep.yaml"], env, name, folder)
+        argv = job_submit_argv(two_nodes.head, ["python", "-m", "imlca", "sweep", "my_sweep.yaml"], env, name, folder)
         jobs[name] = subprocess.Popen(argv, env=two_nodes.head.env, cwd=REPO, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
     outputs = {name: job.communicate(timeout=JOB_TIMEOUT_S)[0] for name, job in jobs.items()}
@@ -52,8 +54,8 @@ def test_the_guides_plugin_runs_in_a_two_node_sweep_by_config_and_by_entry_point
 
     # the same config in this process, with the guide's module imported from its folder
     with importable(root / names[0]):
-        expected = run_protocol(load_config(REPO / "sweeps" / "tiny.yaml", [f"plugins=[{MODULE}]", *[
-            f"{k}={v}" for k, v in PLUGIN_SET.items()]]))
+        expected = run_protocol(load_config(REPO / "sweeps" / "tiny.yaml", [
+            f"{k}={v}" for k, v in guide_sweep()["set"].items()]))
     client = MlflowClient(tracking_uri=mlflow_on_s3)
     experiment = client.get_experiment_by_name("imlca").experiment_id
     for name, job in jobs.items():

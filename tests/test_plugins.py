@@ -118,9 +118,9 @@ def test_on_ray_a_worker_without_the_plugin_stops_the_run_with_one_line(plugin_p
     with pytest.raises(PluginError) as err:
         run_distributed(load_config(TINY, tiny_overrides(**{"merge.rule": "here_only"})))
     message = str(err.value)
-    assert message.startswith("config key 'merge.rule': unknown value 'here_only'; use one of max_abs, mean, ties "
-                              "in the TaskWorker (pid ")
-    assert "where the driver accepted it" in message and "\n" not in message
+    assert message.startswith("the TaskWorker (pid ") and "\n" not in message
+    assert ("refused the config the driver accepted (config key 'merge.rule': unknown value 'here_only'; use one of "
+            "max_abs, mean, ties): a plugin registers the name there but not here") in message
 
 
 def test_plugins_must_be_a_list_of_module_names():
@@ -138,3 +138,14 @@ def test_the_guides_other_registrations_are_valid_config_values(plugin_path):
     cfg = load_config(TINY, ["plugins=[more_choices]", "model.backbone=vit_narrow", "data.benchmark=my_folder",
                              "data.task_sizes=[2, 2]"])
     assert (cfg.model.backbone, cfg.data.benchmark) == ("vit_narrow", "my_folder")
+
+
+def test_a_method_whose_loss_is_not_registered_is_refused(plugin_path):
+    from imlca.config import load_config
+    from imlca.errors import ConfigError
+    from imlca.registries import METHODS, MethodSpec
+
+    METHODS.register("im_focal", MethodSpec("IM+focal", "focal"))  # the plugin forgot ALIGN_LOSSES.register
+    with pytest.raises(ConfigError, match=r"^config key 'align.compare': method 'im_focal' aligns with loss 'focal', "
+                                          r"which is not registered; use one of ce, lca"):
+        load_config(TINY, ["align.compare=[im_focal]"])

@@ -88,6 +88,6 @@ def worker_config(tree: dict, role: str):
     except PluginError:
         raise
     except ConfigError as err:
-        raise PluginError(f"{err} in {process_name()}, where the driver accepted it: a plugin registers it there "
-                          f"but not here; list the plugin under plugins: (or install its {ENTRY_POINTS} entry "
-                          f"point) and {SHIP}") from None
+        raise PluginError(f"{process_name()} refused the config the driver accepted ({err}): a plugin registers "
+                          f"the name there but not here; list the plugin under plugins: (or install its "
+                          f"{ENTRY_POINTS} entry point) and {SHIP}") from None

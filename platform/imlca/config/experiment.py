@@ -16,7 +16,7 @@ from imlca.config.loading import (choose, config_path, flatten, from_dict, parse
                                   require, set_dotted, to_dict)
 from imlca.errors import ConfigError
 from imlca.plugins import check_names, load_plugins
-from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
+from imlca.registries import ALIGN_LOSSES, BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -168,6 +168,11 @@ class AlignConfig:
         choose(self.method, "method", METHODS)
         for name in self.compare:
             choose(name, "compare", METHODS)
+        for name in self.methods:
+            loss = METHODS[name].loss
+            require(loss is None or loss in ALIGN_LOSSES, "method" if name == self.method else "compare",
+                    f"method '{name}' aligns with loss '{loss}', which is not registered; use one of "
+                    f"{', '.join(sorted(ALIGN_LOSSES))}, or register it in the plugin that adds the method")
         require(self.lam >= 0, "lam", f"must be >= 0 (got {self.lam})")
         require(self.samples_per_class >= 1, "samples_per_class", f"must be >= 1 (got {self.samples_per_class})")
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")

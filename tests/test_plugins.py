@@ -149,3 +149,24 @@ def test_a_method_whose_loss_is_not_registered_is_refused(plugin_path):
     with pytest.raises(ConfigError, match=r"^config key 'align.compare': method 'im_focal' aligns with loss 'focal', "
                                           r"which is not registered; use one of ce, lca"):
         load_config(TINY, ["align.compare=[im_focal]"])
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_trials_lack_the_plugin_stops_with_it_and_retries_nothing(plugin_path, ray_cluster, tmp_path,
+                                                                                 monkeypatch):
+    """The sweep's trial processes cannot import the module: the sweep raises the trial's PluginError (exit 2 from
+    the CLI) after one failure and one restart, not max_failures retries of each trial."""
+    from imlca.config.sweep import load_sweep
+    from imlca.orchestration.launch import launch_sweep
+    from imlca.plugins import PluginError
+
+    (tmp_path / "s.yaml").write_text(f"base: {TINY}\nset: {{plugins: [{MODULE}], merge.rule: wavg, train.epochs: 1}}\n"
+                                     "max_failures: 5\n")
+    sweep = load_sweep(tmp_path / "s.yaml")
+    sweep.cfg.storage_path = str(tmp_path / "ray_results")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(PluginError) as err:
+        launch_sweep(sweep)
+    assert str(err.value).startswith(f"plugin '{MODULE}' (listed under plugins:) failed to load in the Tune trial (pid ")
+    (errors,) = (tmp_path / "ray_results").glob("*/*/error.txt")  # Tune's record of the trial's failures
+    assert "Failure # 1" in errors.read_text() and "Failure # 3" not in errors.read_text()  # not 6 with 5 retries

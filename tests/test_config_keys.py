@@ -202,6 +202,23 @@ def tracked(cfg, assets):
     return run.tracker.uri, MlflowClient(run.tracker.uri).get_experiment(info.experiment_id).name, info.run_name
 
 
+def imported(cfg, assets):
+    """Whether a new process that builds the config (as a Ray worker does) imports tests/plugin_example.py."""
+    import json
+    import subprocess
+    import sys
+
+    from imlca.config import to_dict
+
+    code = ("import json, sys; from imlca.config import ExperimentConfig, from_dict; "
+            "from_dict(ExperimentConfig, json.loads(sys.argv[1])); print('plugin_example' in sys.modules)")
+    tests = Path(__file__).resolve().parent
+    env = {"PYTHONPATH": f"{tests}:{tests.parent / 'platform'}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(to_dict(cfg))], capture_output=True, text=True,
+                          env=env, timeout=120, check=True)
+    return done.stdout.strip()
+
+
 def ray_request(cfg, assets):
     """What a TaskWorker (and a Tune trial's bundle) asks Ray for."""
     return cfg.resources.ray_resources()
@@ -234,6 +251,7 @@ EFFECTS: dict[str, Effect | tuple[Effect, ...]] = {  # a tuple: the key checked 
     "name": Effect("other", where),
     "seed": Effect(7, split),
     "output_dir": Effect("elsewhere", where),
+    "plugins": Effect(["plugin_example"], imported),
     "data.benchmark": Effect("imagefolder", split, FOLDER_A),
     "data.root": Effect("{tmp}/folder_b", split, {**FOLDER_A, "data.benchmark": "imagefolder"}),
     "data.image_size": both_pipelines(24),

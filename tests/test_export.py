@@ -119,3 +119,25 @@ def test_import_imlca_stays_light():
     code = "import sys, imlca; print('torch' in sys.modules, 'mlflow' in sys.modules, callable(imlca.run))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[:2] == ["False", "False"]
+
+
+def test_an_imagefolder_runs_model_names_classes_by_their_folders(tmp_path, capsys):
+    """`classes.json` and `imlca predict` give an ImageFolder tree's folder names, not `class <id>`."""
+    from PIL import Image
+
+    from imlca.data.synthetic import make_images
+
+    folders = ["ant", "bee", "cat", "dog", "eel", "fox"]  # class id k → folders[k] (sorted, as ImageFolder)
+    for part, seed in (("train", 1), ("test", 2)):
+        images = make_images(10, seed)
+        for i, (image, label) in enumerate(zip(images.images, images.labels)):
+            (tmp_path / "tree" / part / folders[label]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "tree" / part / folders[label] / f"{i}.png")
+    run = tmp_path / "run"
+    cfg, _, folder = finished_run(run, **{"data.benchmark": "imagefolder", "data.root": str(tmp_path / "tree"),
+                                          "data.task_sizes": "[2, 2, 2]"})
+    order = TaskRunner(cfg).benchmark.split.order
+    assert json.loads((folder / "classes.json").read_text()) == [folders[c] for c in order]
+    image = next((tmp_path / "tree" / "test" / "cat").iterdir())
+    assert main(["predict", str(run), str(image)]) == 0
+    assert capsys.readouterr().out.split("\t")[1].strip() in folders

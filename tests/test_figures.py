@@ -114,13 +114,15 @@ def test_report_formats_show_each_setting_best_in_bold(logged):
     # λ=0.1: IM+LCA Ā (70, 72) → 71 ± 1.41; best Ā is λ=0.5's 74 (one seed); lowest forgetting IM+LCA λ=0.1: 11
     assert ("| synthetic | ties | align.lam=0.1 | IM+LCA | 2 | 71.00 ± 1.41 | **66.00 ± 1.41** | **11.00 ± 1.41** |"
             in md)
-    assert "| synthetic | ties | align.lam=0.5 | IM+LCA | 1 | **74.00 ± 0.00** | 60.00 ± 0.00 | 30.00 ± 0.00 |" in md
+    # one seed has no spread to show (not "± 0.00"): its count instead, and an empty std in the CSV
+    assert "| synthetic | ties | align.lam=0.5 | IM+LCA | 1 | **74.00 (n=1)** | 60.00 (n=1) | 30.00 (n=1) |" in md
     assert "synthetic,ties,align.lam=0.1,im,2,61.0000,1.4142" in csv_text(report)
-    assert r"\textbf{74.00 $\pm$ 0.00}" in latex(report)
+    assert "synthetic,ties,align.lam=0.5,im_lca,1,74.0000,,60.0000,,30.0000,\n" in csv_text(report).replace("\r", "")
+    assert r"\textbf{74.00 (n=1)}" in latex(report) and "± 0.00" not in md
     page = html_page(report)
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 2 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
-    assert "<b>74.00 ± 0.00</b>" in page
+    assert "<b>74.00 (n=1)</b>" in page
 
 
 def test_trials_frame_has_one_row_per_trial_with_swept_values_and_metrics(logged):

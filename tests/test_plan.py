@@ -4,6 +4,7 @@ the refusals (no worker type fits; a figure no probe measured), and the probe ca
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,12 @@ def test_a_plan_without_measured_figures_is_refused_in_one_line(tmp_path, capsys
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: no measured figure for training and feature throughput of vit_base_patch16_224 "
                           "at 224 px, bf16, batch 64, on A10G (7 thread(s))")
+    # the work it counted comes first: trials, tasks and epochs, images per epoch, fine-tunings
+    lines = out.splitlines()
+    assert re.fullmatch(r"sweep table1: \d+ trial\(s\), at most \d+ at once", lines[0]), out
+    assert any(re.search(r"cifar100: 10 tasks, \d+ epoch\(s\); training images per task [\d/]+ \(50000 per "
+                         r"epoch", line) for line in lines), out
+    assert any(line.startswith("  fine-tunings: ") for line in lines), out
 
 
 def test_the_plan_prints_a_table_and_json(tmp_path, capsys, monkeypatch):

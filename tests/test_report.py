@@ -43,3 +43,8 @@ def test_paper_report_uses_the_authors_forgetting(tracker):
     assert len(cub) == 2 and "90.50 ± 0.71" in cub[0]  # Ā, then forgetting
     # authors': mean(4, 6) = 5, sample std = sqrt(2) = 1.41; IM and IM+CA have no runs
     assert cub[1].split() == ["cub", "-", "-", "5.00", "±", "1.41"]
+
+
+def test_an_experiment_created_meanwhile_by_another_process_is_used(tracker):
+    """Two sweeps started at once both find no experiment and both create it: the second takes the first's."""
+    assert tracker._create("exp") == tracker.experiment_id

@@ -20,6 +20,9 @@ class ConfigError(UserError):
         self.key, self.problem = key, problem
         super().__init__(f"config key '{key}': {problem}")
 
+    def __reduce__(self):  # pickled by Ray when raised in an actor or a trial (args hold the message only)
+        return ConfigError, (self.key, self.problem)
+
     def under(self, section: str) -> "ConfigError":
         return ConfigError(f"{section}.{self.key}" if section else self.key, self.problem)
 
@@ -33,6 +36,9 @@ class ConfigFileError(ConfigError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+    def __reduce__(self):
+        return ConfigFileError, (self.key, self.problem)
 
 
 class DataError(UserError):

@@ -1,9 +1,9 @@
-"""Every list of choices, once: benchmarks, backbones, merge rules, merge spaces, alignment methods.
+"""Every list of choices, once: benchmarks, backbones, merge rules, merge spaces, alignment losses and methods.
 
 Each entry names where its implementation lives as a "module:attribute" string (as transformers'
 CONFIG_MAPPING_NAMES does), so this module imports nothing heavy: the config checks a name against these lists
 without loading torch, and the implementation is imported on first use (`REGISTRY.load(name)`). A new choice is one
-entry here plus its implementation; `Registry.register` adds one at run time (plugins, tests).
+entry here plus its implementation; `Registry.register` adds one at run time (plugins: imlca/plugins.py, tests).
 """
 from __future__ import annotations
 
@@ -137,11 +137,18 @@ MERGE_SPACES = Registry("merge space", {
 
 # --- alignment methods ------------------------------------------------------------------------------------------
 
+# the loss a method aligns its heads with (core/lca.py `align_heads`): (logits [B, C], targets [B], features [B, D],
+# class means [C, D], λ, *, task_sizes, **options) → loss, or (loss, cross-entropy term, spread term)
+ALIGN_LOSSES = Registry("alignment loss", {
+    "ce": "imlca.core.lca:ce_loss_terms",  # plain cross-entropy on sampled features (λ = 0)
+    "lca": "imlca.core.lca:lca_loss_terms",  # the LCA loss with the configured λ
+})
+
 
 @dataclass(frozen=True)
 class MethodSpec:
     label: str  # as the paper's tables write it
-    loss: str | None  # None: heads stay as trained; "ce": aligned with λ = 0; "lca": with the configured λ
+    loss: str | None  # a name of ALIGN_LOSSES; None: heads stay as trained. "ce" aligns with λ = 0, others with λ
 
     def lam(self, configured: float) -> float | None:
         return None if self.loss is None else (0.0 if self.loss == "ce" else configured)

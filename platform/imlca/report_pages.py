@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from imlca import figures
 from imlca.registries import METHODS
+from imlca.tracking.report import mean_std
 
 METRICS = ("avg_acc", "last_acc", "forgetting")
 HEADERS = {"avg_acc": "Ā", "last_acc": "last accuracy", "forgetting": "forgetting"}
@@ -146,10 +147,10 @@ def build_report(title: str, found: list, with_figures: bool = True) -> Report:
 # --- rendering ------------------------------------------------------------------------------------------------------
 
 def _cell(report: Report, i: int, metric: str, bold: tuple[str, str]) -> str:
-    stats = report.rows[i].stats(metric)
-    if stats is None:
+    values = report.rows[i].values.get(metric)
+    if not values:
         return "-"
-    text = f"{stats[0]:.2f} ± {stats[1]:.2f}"
+    text = mean_std(values).strip()
     return f"{bold[0]}{text}{bold[1]}" if (i, metric) in report.best else text
 
 
@@ -182,7 +183,8 @@ def csv_text(report: Report) -> str:
         cells = []
         for metric in METRICS:
             stats = row.stats(metric)
-            cells += [f"{stats[0]:.4f}", f"{stats[1]:.4f}"] if stats else ["", ""]
+            spread = f"{stats[1]:.4f}" if stats and len(row.values[metric]) > 1 else ""  # one seed: no spread
+            cells += [f"{stats[0]:.4f}", spread] if stats else ["", ""]
         writer.writerow([row.benchmark, row.rule, row.setting, row.method, row.seeds] + cells)
     return buffer.getvalue()
 

@@ -22,9 +22,14 @@ HEADER = f"{'benchmark':13s} {'median':>8s}  {'spread (repeats)':22s} {'goal':10
 
 
 def select(only: list[str] | None) -> list[str]:
+    from imlca.config.loading import did_you_mean
+
+    rows = ", ".join(BENCHMARKS)
+    if "" in (only or []):
+        raise UserError(f"--only needs a row name; the rows: {rows}")
     unknown = [name for name in only or [] if name not in BENCHMARKS]
     if unknown:
-        raise UserError(f"unknown benchmark '{unknown[0]}'; choose from {', '.join(BENCHMARKS)}")
+        raise UserError(f"unknown bench row '{unknown[0]}';{did_you_mean(unknown[0], BENCHMARKS)} the rows: {rows}")
     return list(dict.fromkeys(only)) if only else list(BENCHMARKS)
 
 

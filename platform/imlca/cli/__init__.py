@@ -1,4 +1,4 @@
-"""`python -m imlca run|sweep|report|plan|bench|benchmarks|data ...`. Bad input: one line on stderr, exit code 2.
+"""`python -m imlca run|sweep|plan|report|predict|bench|benchmarks|data ...`. Bad input: one line on stderr, exit 2.
 
 One module per command under imlca/cli/, each with `HELP`, `add_arguments(parser)` and `execute(args) -> int`;
 they import their heavy dependencies inside `execute`, so parsing and config errors cost well under a second.
@@ -15,7 +15,10 @@ COMMANDS = ("run", "sweep", "plan", "report", "predict", "bench", "benchmarks", 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from imlca import __version__
+
     parser = argparse.ArgumentParser(prog="imlca", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"imlca {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"imlca.cli.{name}")

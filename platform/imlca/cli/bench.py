@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("measure the DESIGN §6 performance targets in one run: per row the median and spread of its repeats and a "
+HELP = ("measure the performance goals in one run: per row the median and spread of its repeats and a "
         "verdict (met, missed, or not resolved when the spread straddles the goal)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this benchmark (repeatable); see the list in the README's performance section")
+    from imlca.bench import BENCHMARKS  # names and goals only: the rows' code is imported when a row runs
+
+    p.add_argument("--only", action="append", metavar="ROW", nargs="?", const="",
+                   help=f"run only this row (repeatable): {', '.join(BENCHMARKS)}")
     p.add_argument("--gpu", action="store_true",
                    help="the GPU data paths alone (gpu_paths: synthetic, cached, JPEG); no Ray or MLflow needed")
     p.add_argument("--quick", action="store_true",

@@ -1,4 +1,4 @@
-"""`imlca benchmarks`: the registered benchmarks and their task splits."""
+"""`imlca benchmarks`: the registered benchmarks (installed plugins' included) and their task splits."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from imlca.data.catalog import describe_benchmarks
+    from imlca.plugins import load_entry_points
 
+    load_entry_points()  # installed plugins' benchmarks are listed too
     rows = describe_benchmarks()
     if args.json:
         print(json.dumps([{k: r[k] for k in ("name", "num_classes", "task_sizes")} for r in rows]))

@@ -46,8 +46,8 @@ def execute(args: argparse.Namespace) -> int:
     from imlca.config.sweep import load_sweep
     from imlca.planning.clusters import apply_prices, local_cluster, read_cluster
     from imlca.planning.figures import Device, Figures
-    from imlca.planning.plan import make_plan
-    from imlca.planning.render import as_json, text
+    from imlca.planning.plan import MissingFigureError, make_plan
+    from imlca.planning.render import as_json, text, work_lines
     from imlca.planning.workload import workload
 
     sweep = load_sweep(args.sweep)
@@ -70,6 +70,11 @@ def execute(args: argparse.Namespace) -> int:
         at_once = local_parallel(work, local_node()) if cluster.local else 1
         run_probe(work, Device(local_device(), threads, at_once), figures,
                   say=lambda line: print(line, file=sys.stderr))
-    plan = make_plan(work, cluster, figures, local_device())
+    try:
+        plan = make_plan(work, cluster, figures, local_device())
+    except MissingFigureError as err:  # the work it did count first, then the figure it lacks (stderr)
+        if not args.json:
+            print("\n".join(work_lines(work, err.trial)), flush=True)
+        raise
     print(json.dumps(as_json(plan), indent=1) if args.json else text(plan))
     return 0

@@ -47,6 +47,8 @@ def execute(args: argparse.Namespace) -> int:
     from imlca.tracking.database import with_driver
     from imlca.tracking.store import resolve_uri
 
+    if args.select:
+        check_config_key(args.select)
     with tempfile.TemporaryDirectory(prefix="imlca-report-") as folder:
         uri = resolve_uri(None) if args.uri is None else with_driver(args.uri)  # --uri wins over the environment
         return report(args, readable_uri(uri, Path(folder)))
@@ -78,4 +80,29 @@ def report(args: argparse.Namespace, uri: str) -> int:
         return 0
     for line in (format_paper(table) if args.paper else format_table(table)):
         print(line)
+    if args.paper and paper_hint(table, args.experiment):
+        print(paper_hint(table, args.experiment))
     return 0
+
+
+def check_config_key(key: str) -> None:
+    """`--select` names a config key (runs log every key as a param): a typo is refused, not 'no runs'."""
+    from imlca.config import ExperimentConfig, flatten
+    from imlca.config.loading import did_you_mean
+    from imlca.errors import UserError
+
+    keys = flatten(ExperimentConfig())
+    if key not in keys:
+        hint = did_you_mean(key, keys) or " give a dotted key such as align.lam"
+        raise UserError(f"--select {key}: not a config key;{hint}")
+
+
+def paper_hint(table: dict, experiment: str) -> str:
+    """What `--paper` compared: the benchmarks of the paper's table this experiment holds, else where to look."""
+    from imlca.paper_results import TABLE1
+
+    ours = sorted({benchmark for benchmark, _, _ in table})
+    if any(benchmark in TABLE1 for benchmark in ours):
+        return ""
+    return (f"experiment '{experiment}' holds runs of {', '.join(ours)}, none of the paper's benchmarks; the paper "
+            f"sweeps (sweeps/paper/) track into another: --experiment imlca-paper")

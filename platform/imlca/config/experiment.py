@@ -15,7 +15,8 @@ import yaml
 from imlca.config.loading import (choose, config_path, flatten, folder_name, from_dict, parse_override,
                                   read_config_tree, require, set_dotted, to_dict)
 from imlca.errors import ConfigError
-from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
+from imlca.plugins import check_names, load_plugins
+from imlca.registries import ALIGN_LOSSES, BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -167,6 +168,11 @@ class AlignConfig:
         choose(self.method, "method", METHODS)
         for name in self.compare:
             choose(name, "compare", METHODS)
+        for name in self.methods:
+            loss = METHODS[name].loss
+            require(loss is None or loss in ALIGN_LOSSES, "method" if name == self.method else "compare",
+                    f"method '{name}' aligns with loss '{loss}', which is not registered; use one of "
+                    f"{', '.join(sorted(ALIGN_LOSSES))}, or register it in the plugin that adds the method")
         require(self.lam >= 0, "lam", f"must be >= 0 (got {self.lam})")
         require(self.samples_per_class >= 1, "samples_per_class", f"must be >= 1 (got {self.samples_per_class})")
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
@@ -239,6 +245,7 @@ class ExperimentConfig:
     name: str = "imlca"
     seed: int = 1993  # class order and all randomness derive from it
     output_dir: str = "outputs"
+    plugins: list[str] = field(default_factory=list)  # modules imported in every process of the run (imlca.plugins)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -254,6 +261,12 @@ class ExperimentConfig:
         require(bool(self.name.strip()), "name", "must not be empty")
         folder_name(self.name, "name")
 
+    @staticmethod
+    def prepare_tree(tree: dict) -> None:
+        """Import the tree's plugins and the installed entry points before the sections check names against the
+        registries (`from_dict` calls it in every process that builds the config)."""
+        load_plugins(check_names(tree.get("plugins", [])))
+
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
     tree = read_config_tree(config_path(path)) if path is not None else {}  # a bare name may be a bundled file
@@ -267,8 +280,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 # keys that change where or how a run executes, not what it computes
-NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers",
-                      "data.cache_dir", "train.device", "train.channels_last", "train.compile")
+NOT_IN_FINGERPRINT = ("name", "output_dir", "plugins", "tracking.", "resources.", "data.root",
+                      "data.num_workers", "data.cache_dir", "train.device", "train.channels_last", "train.compile")
 
 
 def fingerprint(cfg: ExperimentConfig) -> str:

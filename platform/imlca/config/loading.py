@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -41,10 +42,16 @@ def require(ok: bool, key: str, problem: str) -> None:
         raise ConfigError(key, problem)
 
 
+def did_you_mean(name: str, candidates: typing.Iterable[str], prefix: str = "") -> str:
+    """" did you mean 'x'?" for the closest of `candidates` to a misspelt `name` (difflib), else ""."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
+    return f" did you mean '{prefix}{close[0]}'?" if close else ""
+
+
 def choose(value: str, key: str, allowed: typing.Iterable[str]) -> None:
     """`value` must be one of `allowed` (a registry or a tuple of names)."""
     names = tuple(sorted(allowed)) if isinstance(allowed, dict) else tuple(allowed)
-    require(value in names, key, f"unknown value '{value}'; use one of {', '.join(names)}")
+    require(value in names, key, f"unknown value '{value}';{did_you_mean(value, names)} use one of {', '.join(names)}")
 
 
 # imlca/sweeps: in a checkout a link to the top-level sweeps/ folder, in the wheel a folder of package data.
@@ -124,13 +131,17 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """Build dataclass `cls` from a nested dict; unknown keys, wrong types and bad values name their dotted key."""
     if not isinstance(data, dict):
         raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    prepare = getattr(cls, "prepare_tree", None)  # e.g. plugins that register names the sections check
+    if prepare is not None:
+        prepare(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            raise ConfigError(path, f"unknown key; valid keys here: {', '.join(sorted(names))}")
+            hint = did_you_mean(key, names, f"{prefix}." if prefix else "")
+            raise ConfigError(path, f"unknown key;{hint} valid keys here: {', '.join(sorted(names))}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value, path)

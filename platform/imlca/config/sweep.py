@@ -28,7 +28,6 @@ from imlca.config.loading import choose, folder_name, require
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
 
-
 @dataclass
 class SchedulerConfig:
     type: str = "none"  # asha: stop weak trials early on the per-task metric
@@ -85,6 +84,16 @@ class SweepConfig:
             require(key.startswith("align.") and next(iter(spec)) == "grid", f"align_space.{key}",
                     "only grids of align.* keys can be expanded inside a trial (they leave the backbone trajectory "
                     "unchanged); move it to space")
+
+    @staticmethod
+    def prepare_tree(tree: dict) -> None:
+        """A bare list of values under a space names no distribution: say which to write before the type check."""
+        for section in ("space", "align_space", "confirm_space"):
+            specs = tree.get(section)
+            for key, spec in specs.items() if isinstance(specs, dict) else ():
+                require(not isinstance(spec, list), f"{section}.{key}",
+                        f"a bare list names no distribution; write {{grid: {spec}}} to try every value (or "
+                        f"{{choice: {spec}}} to sample them)")
 
     @property
     def cached(self) -> bool:

@@ -1,6 +1,9 @@
 """Local Classifier Alignment: the LCA loss and the head-alignment loop on Gaussian samples (DESIGN §1 step 4)."""
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -83,6 +86,16 @@ def lca_loss_terms(logits: Tensor, targets: Tensor, features: Tensor, class_mean
     return loss, term1.detach().mean(), term2.detach().mean()
 
 
+def ce_loss_terms(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor, lam: float = 0.0,
+                  **_: object) -> tuple[Tensor, Tensor, Tensor]:
+    """Classifier alignment (SLCA's CA): `lca_loss_terms` with λ = 0 and none of the optional terms, whatever λ and
+    options the caller passes (so its loss is the plain mean cross-entropy)."""
+    return lca_loss_terms(logits, targets, features, class_means, 0.0)
+
+
+AlignLoss = Callable[..., "Tensor | tuple[Tensor, Tensor, Tensor]"]  # named in imlca.registries.ALIGN_LOSSES
+
+
 def lca_loss(logits: Tensor, targets: Tensor, features: Tensor, class_means: Tensor, lam: float, *,
              entropy_weight: float = 0.0, temperature: float | None = None,
              task_sizes: list[int] | None = None) -> Tensor:
@@ -112,16 +125,19 @@ def align_heads(
     weight_decay: float,
     generator: torch.Generator,
     *,
-    entropy_weight: float = 0.0,
-    temperature: float | None = None,
     task_sizes: list[int] | None = None,
+    loss: AlignLoss = lca_loss_terms,
+    **options,
 ) -> tuple[Tensor, dict[str, list[float]]]:
     """Align the concatenated head matrix (row c = class at position c) on Gaussian samples of every class.
 
+    `loss(logits, targets, features, class_means, lam, task_sizes=..., **options)` is a loss of
+    `imlca.registries.ALIGN_LOSSES` (default: LCA, whose `options` are `lca_loss_terms`' entropy_weight and
+    temperature); it returns the loss, or (loss, cross-entropy term, spread term).
     Returns the new weight (same dtype and device, the input untouched) and, per epoch, the mean over batches of
-    the loss (`loss`) and of its two terms (`ce`, `spread`); the keyword-only terms are `lca_loss_terms`'. Every
-    epoch takes batches of `batch_size` (the authors' loop with a temperature keeps a short last batch's size for
-    the epochs after it; not copied)."""
+    the loss (`loss`) and of its two terms (`ce`, `spread`; NaN for a loss that returns none). Every epoch takes
+    batches of `batch_size` (the authors' loop with a temperature keeps a short last batch's size for the epochs
+    after it; not copied)."""
     if weight.dim() != 2 or weight.shape[0] != len(classes):
         raise ValueError(f"weight {tuple(weight.shape)} must be [C, D] with C = len(classes) = {len(classes)}")
     device = weight.device
@@ -138,13 +154,13 @@ def align_heads(
         for start in range(0, order.shape[0], batch_size):
             idx = order[start : start + batch_size]
             z, y = features[idx], targets[idx]  # [b, D], [b]
-            loss, ce, spread = lca_loss_terms(z @ param.T, y, z, means, lam, entropy_weight=entropy_weight,
-                                              temperature=temperature, task_sizes=task_sizes)
+            terms = loss(z @ param.T, y, z, means, lam, task_sizes=task_sizes, **options)
+            value, ce, spread = terms if isinstance(terms, tuple) else (terms, None, None)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
-            for name, value in zip(history, (loss, ce, spread)):
-                batches[name].append(value.item())
+            for name, term in zip(history, (value, ce, spread)):
+                batches[name].append(math.nan if term is None else term.item())
         schedule.step()
         for name, values in batches.items():
             history[name].append(sum(values) / len(values))

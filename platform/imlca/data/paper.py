@@ -155,6 +155,21 @@ def load_image_folder(base: Path, name: str, layout: str, num_classes: int = 0) 
     return scan_split(base / "train", classes, name), scan_split(base / "test", classes, name)
 
 
+FOLDER_LOADERS = ("imlca.data.paper:load_paper_folder", "imlca.data.paper:load_imagefolder")
+
+
+def folder_class_names(cfg: DataConfig) -> list[str] | None:
+    """The class folder names of an ImageFolder benchmark (class id → name, as the loader numbers them), read from
+    a local data root; None for other benchmarks, or where the tree is not on this node (an object store)."""
+    spec, root = BENCHMARKS[cfg.benchmark], cfg.root or os.environ.get("IMLCA_DATA")
+    if spec.target not in FOLDER_LOADERS or not root or "://" in root:
+        return None
+    try:
+        return class_folders(Path(root).expanduser() / (spec.folder or "") / "train")
+    except OSError:
+        return None
+
+
 def load_paper_folder(cfg: DataConfig) -> tuple[FileImageSet, FileImageSet]:
     """The pre-split ImageFolder sets of DESIGN §2; folder and class count come from the benchmark's entry."""
     spec = BENCHMARKS[cfg.benchmark]

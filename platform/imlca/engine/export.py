@@ -64,11 +64,14 @@ CLASS_NAMES = {"digits_fashion20": [f"digit {d}" for d in range(10)] + FASHION} 
 
 
 def class_names(cfg: ExperimentConfig, num_classes: int) -> list[str]:
-    """The name of each class-order position (the seeded order the run trained in); `class <id>` where the
-    benchmark carries no names."""
+    """The name of each class-order position (the seeded order the run trained in): the benchmark's own names, an
+    ImageFolder tree's folder names, else `class <id>`."""
+    from imlca.data.paper import folder_class_names
     from imlca.data.splits import class_order
 
-    names = CLASS_NAMES.get(cfg.data.benchmark)
+    names = CLASS_NAMES.get(cfg.data.benchmark) or folder_class_names(cfg.data)
+    if names is not None and len(names) != num_classes:  # the tree changed since the run: ids no longer match
+        names = None
     return [names[c] if names else f"class {c}" for c in class_order(num_classes, cfg.seed).tolist()]
 
 

@@ -23,7 +23,7 @@ from imlca.engine.checkpoint import (WrittenTensors, finish_checkpoint, latest_c
                                     write_tensors)
 from imlca.engine.seeding import generator
 from imlca.engine.task_output import TaskOutput
-from imlca.registries import MERGE_RULES, METHODS
+from imlca.registries import ALIGN_LOSSES, MERGE_RULES, METHODS
 
 Tensors = dict[str, torch.Tensor]
 ALIGN_TERMS = {"loss": "align_loss", "ce": "align_ce", "spread": "align_spread"}  # align_heads key → report key
@@ -92,8 +92,8 @@ class MergeState:
         sizes = [len(h) for h in heads]
         weight, history = align_heads(torch.cat(heads), self.bank, list(range(sum(sizes))), lam, a.samples_per_class,
                                       a.epochs, a.batch_size, align_lr(self.cfg, method), a.momentum,
-                                      a.weight_decay, generator(self.cfg.seed, "align", task),
-                                      task_sizes=sizes, **authors_terms(self.cfg, method))
+                                      a.weight_decay, generator(self.cfg.seed, "align", task), task_sizes=sizes,
+                                      loss=ALIGN_LOSSES.load(METHODS[method].loss), **authors_terms(self.cfg, method))
         self.heads[method] = list(weight.split(sizes))
         return {term: history[term][-1] for term in ALIGN_TERMS}
 

@@ -23,9 +23,12 @@ from pathlib import Path
 import ray
 import torch
 
-from imlca.config import ExperimentConfig, from_dict
+from imlca.plugins import worker_config
 from imlca.orchestration.wire import (heads_to_numpy, heads_to_torch, output_from_wire, output_to_wire,
                                          to_numpy, to_torch)
+
+
+CENTRAL = "MergeActor (central actor)"
 
 
 class LostActorError(RuntimeError):
@@ -40,8 +43,6 @@ class LostWorkerError(LostActorError):
     """The TaskWorker restarted and has not been configured since."""
 
 
-def _config(tree: dict) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, tree)
 
 
 class Stopwatch:
@@ -86,7 +87,7 @@ class TaskWorker:
             torch.compiler.reset()
         torch.manual_seed(self.fresh_seed)  # CPU and CUDA generators, as a new process has them
         torch.set_num_threads(max(1, threads))  # follow the CPUs this actor holds, not the node's core count
-        self._runner, self.clock = self.make_runner(_config(cfg_tree)), Stopwatch()
+        self._runner, self.clock = self.make_runner(worker_config(cfg_tree, "TaskWorker")), Stopwatch()
         self.run_id = run_id
 
     @property
@@ -146,7 +147,7 @@ class MergeActor:
         self._written(None)  # a write from the last run's state ends before that state goes
         self.run_id, self._state = None, None
         gc.collect()
-        self._state = self.make_state(_config(cfg_tree), to_torch(theta0), dim)
+        self._state = self.make_state(worker_config(cfg_tree, CENTRAL), to_torch(theta0), dim)
         self.checkpoint_dir, self.clock = Path(checkpoint_dir), Stopwatch()
         self._state.resume(self.checkpoint_dir)
         self.run_id = run_id

@@ -10,6 +10,7 @@ from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
 from imlca.config.sweep import Sweep, confirmation
 from imlca.errors import UserError, without_passwords
+from imlca.plugins import PluginError
 from imlca.tracking.store import Tracker, check_reachable, resolve_uri, ui_link
 
 
@@ -71,8 +72,11 @@ def launch_sweep(sweep: Sweep, resume: bool = False, callbacks: tuple = ()) -> i
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     name = sweep.name  # fit() adds the start time
     grid = fit(sweep, make_callbacks, resume)
-    for error in grid.errors:
-        cause = getattr(error, "cause", error)
+    causes = [getattr(error, "cause", error) for error in grid.errors]
+    missing = [cause for cause in causes if isinstance(cause, PluginError)]
+    if missing:  # every trial would fail alike: the plugin is not on the cluster
+        raise missing[0]
+    for error, cause in zip(grid.errors, causes):
         reason = str(cause) if isinstance(cause, UserError) else str(error).splitlines()[0]
         print(f"trial failed: {without_passwords(reason)}")
     finished = [r for r in grid if r.error is None and r.metrics and sweep.cfg.metric in r.metrics]

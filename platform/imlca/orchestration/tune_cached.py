@@ -21,6 +21,7 @@ from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.trajectory import Replay, Trajectory, compute_trajectory
 from imlca.engine.trajectory_cache import TrajectoryCache, obtain
 from imlca.orchestration.trajectory_claims import RayClaims
+from imlca.plugins import TRIAL, worker_config
 
 
 def variant_name(variant: dict) -> str:
@@ -53,7 +54,7 @@ def compute_in_trial(cfg: ExperimentConfig) -> Trajectory:
 
 def cached_trainable(params: dict, base_tree: dict, variants: list[dict], cache_uri: str, metric: str,
                      mode: str) -> None:
-    cfg = from_dict(ExperimentConfig, merge_trees(base_tree, params))
+    cfg = worker_config(merge_trees(base_tree, params), TRIAL)
     torch.set_num_threads(max(1, math.floor(cfg.resources.num_cpus)))  # the CPUs this trial's bundle holds
     trajectory, cached = obtain(cfg, TrajectoryCache(cache_uri), compute_in_trial, RayClaims())
     named = {variant_name(v): v for v in variants}

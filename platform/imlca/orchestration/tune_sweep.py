@@ -22,6 +22,7 @@ from ray.tune.schedulers import ASHAScheduler
 from imlca.config import ExperimentConfig, from_dict, merge_trees
 from imlca.engine.checkpoint import latest_checkpoint, task_dir
 from imlca.errors import DivergenceError, UserError
+from imlca.plugins import TRIAL, PluginError, worker_config
 from imlca.orchestration.cluster import ensure_ray
 from imlca.orchestration.ray_step import run_distributed
 from imlca.orchestration.storage import folders, join, read_text, storage_root, write_text
@@ -85,13 +86,13 @@ class ProgressCallback(tune.Callback):
         print(f"[{trial.trial_id}] failed; its log: {trial.path}", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        """A diverged trial gets no further retries. Tune has already scheduled one restart when it calls this (it
+        """A diverged trial, or one that lacks a plugin, gets no further retries. Tune has already scheduled one restart when it calls this (it
         offers no hook before its retry decision); that restart re-raises the trial's recorded error without
         training. The error is read from the driver's own copy: `get_pickled_error()` reads the storage copy, which
         is synced later."""
         if trial.run_metadata.pickled_error_filename and Path(trial.pickled_error_file).is_file():
             error = cloudpickle.loads(Path(trial.pickled_error_file).read_bytes())
-            if isinstance(getattr(error, "cause", None), DivergenceError):
+            if isinstance(getattr(error, "cause", None), (DivergenceError, PluginError)):
                 trial.max_failures = 0
 
 
@@ -117,7 +118,7 @@ def divergence_record(storage: str) -> str:
 
 def trainable(params: dict, base_tree: dict, storage: str) -> None:
     """One trial: the run, resumed from Tune's checkpoint when the trial is retried or the sweep restored."""
-    cfg = trial_config(base_tree, params)
+    cfg = worker_config(merge_trees(base_tree, params), TRIAL)
     record = divergence_record(storage)
     recorded = read_text(record)
     if recorded is not None:  # a retry of a diverged trial: the same seeds would diverge again

@@ -99,6 +99,15 @@ def choose(types: list[TypePlan]) -> TypePlan | None:
     return min(ready, key=lambda t: t.wall_s)
 
 
+class MissingFigureError(UserError):
+    """No wall time without a measured figure; `trial` (a trial's Ray resources) lets the caller show the work that
+    was counted before it."""
+
+    def __init__(self, message: str, trial: dict[str, float]):
+        super().__init__(message)
+        self.trial = trial
+
+
 def make_plan(work: Workload, cluster: Cluster, figures: Figures, local_device: str) -> Plan:
     base = from_dict(ExperimentConfig, work.sweep.base_tree)
     trial = base.resources.ray_resources()
@@ -118,8 +127,9 @@ def make_plan(work: Workload, cluster: Cluster, figures: Figures, local_device: 
     chosen = choose(types) if not missing_fixed else None
     if chosen is None:
         missing = next((t.missing for t in types if t.missing), missing_fixed)
-        raise UserError(f"no measured figure for {missing[0]}; run this plan with --probe on such a device (on a "
-                        "GPU, `imlca bench --gpu` also records them); the plan does not guess")
+        raise MissingFigureError(f"no measured figure for {missing[0]}; run this plan with --probe on such a "
+                                 "device (on a GPU, `imlca bench --gpu` also records them); the plan does not guess",
+                                 trial)
     return Plan(work, cluster, trial, types, chosen, fixed[0], fixed[1], warnings(work, cluster, types, trial, figures))
 
 

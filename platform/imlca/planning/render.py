@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from imlca.planning.plan import Plan, TypePlan, describe_resources
+from imlca.planning.workload import Workload
 
 
 def duration(seconds: float | None) -> str:
@@ -16,8 +17,9 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.2f}"
 
 
-def work_lines(plan: Plan) -> list[str]:
-    work, cfg = plan.work, plan.work.sweep.cfg
+def work_lines(work: Workload, trial_resources: dict[str, float]) -> list[str]:
+    """What the sweep holds, counted without any measured figure: trials, epochs, images, fine-tunings."""
+    cfg = work.sweep.cfg
     trials = work.trials
     first = trials[0]
     benches = sorted({t.cfg.data.benchmark for t in trials})
@@ -33,7 +35,7 @@ def work_lines(plan: Plan) -> list[str]:
     lines.append(f"  fine-tunings: {fine}; alignments: {aligned}" + (
         f" (trials share {distinct} trajectory(ies); {distinct - work.trajectories} already in the cache)"
         if cfg.cached else ""))
-    lines.append(f"  a trial holds {describe_resources(plan.trial_resources)}; backbone {first.cfg.model.backbone} "
+    lines.append(f"  a trial holds {describe_resources(trial_resources)}; backbone {first.cfg.model.backbone} "
                  f"at {first.cfg.data.image_size} px, {first.cfg.train.precision}")
     return lines
 
@@ -48,7 +50,7 @@ def type_row(tp: TypePlan) -> str:
 
 
 def text(plan: Plan) -> str:
-    lines = work_lines(plan)
+    lines = work_lines(plan.work, plan.trial_resources)
     lines.append(f"cluster {plan.cluster.name}" + ("" if plan.cluster.local else
                                                    f" (max_workers {plan.cluster.max_workers})"))
     lines.append(f"{'worker type':14s} {'per node':>8s} {'nodes':>5s} {'at once':>8s} {'wall time':>10s} "

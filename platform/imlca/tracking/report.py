@@ -67,8 +67,10 @@ def collect(tracker: Tracker, parent: str | None = None) -> dict[tuple[str, str,
 
 
 def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):6.2f} ± {std:4.2f}"
+    """`mean ± std` over seeds; a single seed has no spread to show: `mean (n=1)`."""
+    if len(values) == 1:
+        return f"{values[0]:6.2f} (n=1)"
+    return f"{statistics.fmean(values):6.2f} ± {statistics.stdev(values):4.2f}"
 
 
 def format_table(table: dict) -> list[str]:

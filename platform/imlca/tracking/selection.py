@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from imlca.tracking.report import mean_std
 from imlca.tracking.store import PARENT_TAG, Tracker
 
 SELECT_ON = "val_avg_acc"
@@ -47,8 +48,7 @@ def collect_values(tracker: Tracker, key: str, parent: str | None = None) -> dic
 def _cell(values: list[float]) -> str:
     if not values:
         return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):6.2f} ± {std:4.2f}"
+    return mean_std(values)
 
 
 def chosen_value(by_value: dict) -> str:

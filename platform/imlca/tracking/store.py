@@ -102,10 +102,23 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
+        self.experiment_id = found.experiment_id if found else self._create(experiment)
         if found is not None and found.tags.get(KIND_TAG) != EXPERIMENT_TAGS[KIND_TAG]:
             self.client.set_experiment_tag(self.experiment_id, KIND_TAG, EXPERIMENT_TAGS[KIND_TAG])
+
+    def _create(self, experiment: str) -> str:
+        """A new experiment's id; when another process (a second sweep started at the same time) created it first,
+        that one's."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(experiment, artifact_location=artifact_location(self.uri),
+                                                 tags=EXPERIMENT_TAGS)
+        except MlflowException as err:
+            found = self.client.get_experiment_by_name(experiment)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return found.experiment_id
 
     def start_run(self, name: str, params: dict, tags: dict, parent_id: str | None = None) -> str:
         tags = {k: str(v) for k, v in tags.items()}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("measure the DESIGN §6 performance targets in one run: per row the median and spread of its repeats and a "
+HELP = ("measure the performance goals in one run: per row the median and spread of its repeats and a "
         "verdict (met, missed, or not resolved when the spread straddles the goal)")
 
 

@@ -39,6 +39,7 @@ def on_files(files, config):
 
 def _cell(value) -> str:
     text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    text = html.escape(text, quote=False).replace("{", "&#123;").replace("}", "&#125;")  # no attr_list syntax
     return text.replace("|", "\\|").replace("\n", " ")
 
 

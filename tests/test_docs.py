@@ -5,10 +5,10 @@ and the built site in headless Chromium: home, a guide, the config reference, an
 saves the screenshots docs/site-home.png and docs/site-config-reference.png. One build serves every test."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import html
 import http.server
+import os
 import re
 import shlex
 import subprocess
@@ -21,8 +21,8 @@ import pytest
 
 from imlca.cli import build_parser
 from imlca.config import ExperimentConfig, load_config
-from imlca.config.loading import config_path, field_doc
-from imlca.config.reference import schema_rows
+from imlca.config.loading import config_path
+from imlca.config.reference import schema_rows, section_docs
 from imlca.config.sweep import SweepConfig
 from imlca.errors import UserError
 
@@ -31,7 +31,8 @@ from conftest import REPO
 
 PAGES = sorted((REPO / "docs").rglob("*.md")) + [REPO / "README.md", REPO / "CHANGELOG.md"]
 COMMAND = re.compile(r"(?:python3? -m imlca|(?<![\w/.-])imlca)\s+(?=[a-z])")
-SHELL_LINE = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:python3? -m imlca|imlca) |\s-- python3? -m imlca ")  # a command, in a fence
+# a line of a fenced block that runs imlca: after optional VAR=value assignments, or after `ray job submit ... --`
+SHELL_LINE = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:python3? -m imlca|imlca) |\s-- python3? -m imlca ")
 PLACEHOLDER_SET = {"key=value", "KEY=VALUE"}
 
 
@@ -40,7 +41,8 @@ def built_site(tmp_path_factory) -> Path:
     """`mkdocs build --strict` of mkdocs.yml, as `make docs` runs it, into a temporary folder."""
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(REPO / "mkdocs.yml"),
-                           "-d", str(out)], capture_output=True, text=True, cwd=REPO)
+                           "-d", str(out)], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, f"strict docs build failed:\n{proc.stdout}\n{proc.stderr}"
     return out
 
@@ -59,16 +61,11 @@ def test_strict_build_writes_every_page(built_site):
         assert f"imlca {command}" in cli or f" {command}</code>" in cli, command
 
 
-def _schema_classes(cls: type) -> list[type]:
-    hints = typing.get_type_hints(cls)
-    nested = [h for h in hints.values() if dataclasses.is_dataclass(h)]
-    return [cls] + [c for h in nested for c in _schema_classes(h)]
-
-
 def test_every_schema_field_has_a_meaning():
-    """A new key without `described(default, "meaning")` fails here, naming it."""
-    missing = [f"{cls.__name__}.{f.name}" for root in (ExperimentConfig, SweepConfig)
-               for cls in _schema_classes(root) for f in dataclasses.fields(cls) if not field_doc(f).strip()]
+    """A new key or section without `described(default, "meaning")` fails here, naming it."""
+    rows = schema_rows(ExperimentConfig) + schema_rows(SweepConfig)
+    sections = {**section_docs(ExperimentConfig), **section_docs(SweepConfig)}
+    missing = [r.key for r in rows if not r.doc.strip()] + [name for name, doc in sections.items() if not doc.strip()]
     assert not missing, f"schema fields without a meaning (give them described(default, '...')): {missing}"
 
 

@@ -9,7 +9,7 @@ HELP = ("measure the performance goals in one run: per row the median and spread
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this benchmark (repeatable); see the list in the README's performance section")
+                   help="run only this benchmark (repeatable); the rows are listed on the docs' Measurements page")
     p.add_argument("--gpu", action="store_true",
                    help="the GPU data paths alone (gpu_paths: synthetic, cached, JPEG); no Ray or MLflow needed")
     p.add_argument("--quick", action="store_true",

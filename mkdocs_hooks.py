@@ -16,7 +16,7 @@ from mkdocs.structure.files import File
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "platform"))
 
-from imlca.cli import build_parser  # noqa: E402
+from imlca.cli import build_parser, subcommands  # noqa: E402
 from imlca.config import ExperimentConfig  # noqa: E402
 from imlca.config.reference import schema_rows, section_docs  # noqa: E402
 from imlca.config.sweep import SweepConfig  # noqa: E402
@@ -79,31 +79,24 @@ def _flag_rows(parser: argparse.ArgumentParser) -> list[str]:
     return lines
 
 
-def _subcommands(parser: argparse.ArgumentParser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help for choice in action._choices_actions}
-            for name, sub in action.choices.items():
-                yield name, helps.get(name, ""), sub
-
-
 def cli_page() -> str:
     parser = build_parser()
     out = ["# Command line", "",
            "Every command and flag of `imlca` (also `python -m imlca`), generated from its argument parsers when "
            "the site is built. Bad input stops with one line, `error: ...`, and exit code 2.", "",
            "```text", parser.format_usage().strip(), "```", ""]
-    for name, text, sub in _subcommands(parser):
+    for name, text, sub in subcommands(parser):
         out += _command(f"imlca {name}", text, sub, "##")
     return "\n".join(out)
 
 
 def _command(title: str, text: str, parser: argparse.ArgumentParser, level: str) -> list[str]:
-    out = [f"{level} `{title}`", "", (text or "") and text[:1].upper() + text[1:] + ".", "",
-           "```text", parser.format_usage().strip(), "```", ""]
-    if len(_flag_rows(parser)) > 2:
-        out += _flag_rows(parser) + [""]
-    for name, sub_text, sub in _subcommands(parser):
+    out = [f"{level} `{title}`", ""] + ([text[:1].upper() + text[1:] + ".", ""] if text else [])
+    out += ["```text", parser.format_usage().strip(), "```", ""]
+    rows = _flag_rows(parser)
+    if len(rows) > 2:  # more than the table's header
+        out += rows + [""]
+    for name, sub_text, sub in subcommands(parser):
         out += _command(f"{title} {name}", sub_text, sub, level + "#")
     return out
 

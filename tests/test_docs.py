@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from imlca.cli import build_parser
+from imlca.cli import build_parser, subcommands
 from imlca.config import ExperimentConfig, load_config
 from imlca.config.loading import config_path
 from imlca.config.reference import schema_rows, section_docs
@@ -135,10 +135,9 @@ def _command_words() -> frozenset[str]:
     """Every command and subcommand name of the parser (run, data, push, ...)."""
     words, todo = set(), [_parser()]
     while todo:
-        for action in todo.pop()._actions:
-            if action.choices and hasattr(action, "_choices_actions"):  # a subparsers action
-                words |= set(action.choices)
-                todo += list(action.choices.values())
+        for name, _, sub in subcommands(todo.pop()):
+            words.add(name)
+            todo.append(sub)
     return frozenset(words)
 
 

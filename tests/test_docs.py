@@ -69,6 +69,19 @@ def test_every_schema_field_has_a_meaning():
     assert not missing, f"schema fields without a meaning (give them described(default, '...')): {missing}"
 
 
+def test_readme_is_one_page_whose_links_resolve():
+    """The README stays a newcomer's page: at most 150 lines, the two set-up commands, no commit history, and every
+    relative link (into docs/, CHANGELOG.md, the picture) names a file of the repository."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 150 and "make sweep" in text and "make test" in text
+    assert not re.search(r"\b(?:at|since|before) [0-9a-f]{7}\b", text)
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    assert len(links) > 10
+    for link in links:
+        if "://" not in link:
+            assert (REPO / link).is_file(), f"README links to {link}, which does not exist"
+
+
 def _table_rows(html_text: str) -> dict[str, list[str]]:
     """First cell (a key in <code>) → the row's cells as text, for every table row of a built page's HTML."""
     rows = {}

@@ -9,8 +9,9 @@ FASHION_USER_DIR := $(or $(IMLCA_FASHION_MNIST),$(HOME)/.cache/imlca/fashion-mni
 FASHION_DIRS := $(if $(IMLCA_FASHION_MNIST),$(IMLCA_FASHION_MNIST),/usr/share/datasets/fashion-mnist $(FASHION_USER_DIR))
 MLFLOW_URI ?= sqlite:///mlflow.db
 UI_PORT ?= 5000
+DOCS_PORT ?= 8000
 
-.PHONY: setup data lock test run sweep smoke ui bench clean
+.PHONY: setup data lock test run sweep smoke ui bench docs docs-serve clean
 
 setup: $(STAMP) data
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,robustness]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,robustness,docs]"
 	touch $(STAMP)
 
 # Rewrite constraints.txt from .venv after a deliberate upgrade or a new dependency (then commit it).
@@ -59,5 +60,12 @@ ui: setup
 bench: setup
 	$(PY) -m imlca bench
 
+# The documentation site (mkdocs.yml): strict, so a broken link or a page outside the nav fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
+
 clean:
-	rm -rf outputs ray_results mlruns
+	rm -rf outputs ray_results mlruns site

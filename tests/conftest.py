@@ -1,7 +1,7 @@
-"""Shared fixtures: tiny configs, and the expensive things of the session, each started or run once (README,
-"Tests", lists which tests use which): a local Ray cluster, a reference tiny run, a smoke sweep, an S3 server, an
-MLflow server on it, a two-node cluster and one smoke job on it. Reuse them rather than starting another; leave
-what they hold as you found it (write to an experiment, bucket prefix or folder of your own)."""
+"""Shared fixtures: tiny configs, and the expensive things of the session, each started or run once
+(docs/development.md lists which tests use which): a local Ray cluster, a reference tiny run, a smoke sweep, an S3
+server, an MLflow server on it, a two-node cluster and one smoke job on it. Reuse them rather than starting another;
+leave what they hold as you found it (write to an experiment, bucket prefix or folder of your own)."""
 from __future__ import annotations
 
 import os

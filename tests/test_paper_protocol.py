@@ -65,7 +65,7 @@ AUTHORS = {  # resolved config key → (the authors' value, where it comes from)
     "align.ridge": (1e-4, "lca.py:419 torch.cov(...) + eye * 1e-4"),
     "eval.batch_size": (256, "lca.py:131"),
 }
-DIFFERENCES = {  # deliberate, listed in the README's table of differences
+DIFFERENCES = {  # deliberate, listed in docs/paper.md's table of differences
     "train.precision": "bf16",  # training forward/backward only; the authors train in fp32
 }
 NOT_PROTOCOL = ("name", "output_dir", "tracking.", "resources.", "robustness.", "data.root", "data.num_workers",

@@ -1,4 +1,4 @@
-"""Every shipped experiment and sweep definition loads and says what the README says it does."""
+"""Every shipped experiment and sweep definition loads and says what the docs say it does."""
 import pytest
 
 from imlca.config import load_config

@@ -1,4 +1,4 @@
-"""What can be pinned of reproducibility across thread counts (README, "Reproducibility").
+"""What can be pinned of reproducibility across thread counts (docs/measurements.md, "Reproducibility").
 
 The protocol draws nothing from the thread count: loader order, augmentation and every sample come from generators
 seeded by (seed, purpose, task). At 64 px the tiny ViT's tensors (16 images × 65 tokens × 32 channels a batch) are
@@ -7,7 +7,7 @@ large enough for torch to split its CPU kernels across 2 threads, and the float 
 stays on one thread and everything is bit-identical). So the test checks both: the threads did change the floats,
 and they changed nothing else: the same accuracy matrix, tensors within float rounding (a draw that depended on the
 thread count would move them by orders of magnitude more). The Lite0 embedded runs amplify such last-bit
-differences into different predictions (measured in the README), which no test can pin.
+differences into different predictions (measured in docs/measurements.md), which no test can pin.
 """
 import torch
 

@@ -74,7 +74,7 @@ BENCHMARKS = _benchmarks(
     BenchmarkSpec("cifar100", 100, (10,) * 10, "imlca.data.paper:load_cifar100",
                   "CIFAR-100 (torchvision python format), 32×32 upscaled", "cifar-100-python",
                   images=(50000, 10000)),
-    # DESIGN §2; image counts of the pre-split folders as APER (Zhou et al., 2023) lists them
+    # image counts of the pre-split folders as APER (Zhou et al., 2023) lists them
     _paper_folder("imagenet_r", "imagenet-r", 200, 10, "ImageNet-R (renditions), 200 classes", (24000, 6000)),
     _paper_folder("imagenet_a", "imagenet-a", 200, 10, "ImageNet-A (natural adversarial), 200 classes",
                   (5981, 1519)),

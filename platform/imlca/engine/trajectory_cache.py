@@ -82,7 +82,8 @@ def tensor_views(data: bytearray) -> dict[str, torch.Tensor] | None:
         for name, spec in header.items():
             dtype, (begin, end) = DTYPES[spec["dtype"]], spec["data_offsets"]
             count, offset = (end - begin) // dtype.itemsize, 8 + size + begin
-            flat = torch.frombuffer(data, dtype=dtype, count=count, offset=offset) if count else torch.empty(0, dtype=dtype)
+            flat = torch.frombuffer(data, dtype=dtype, count=count, offset=offset) if count else \
+                torch.empty(0, dtype=dtype)
             tensors[name] = flat.reshape(spec["shape"])
         return tensors
     except (ValueError, KeyError, TypeError, RuntimeError):

@@ -180,5 +180,6 @@ def memory_warnings(memories: dict[str, TrialMemory], types: list[TypePlan], tri
                 short.append(f"{tp.worker.name} ({limit / GIB:.1f} GiB)")
         if short:
             out.append(f"{name}: a trial needs {describe(memory)}, more than it gets on {', '.join(short)}; raise "
-                       "resources.memory_gb (or choose a worker type with more memory) or lower align.samples_per_class")
+                       "resources.memory_gb (or choose a worker type with more memory) or lower "
+                       "align.samples_per_class")
     return out

@@ -44,6 +44,8 @@ def work_lines(plan: Plan) -> list[str]:
 def type_row(tp: TypePlan) -> str:
     if tp.per_node == 0:
         return f"{tp.worker.name:14s} {'does not fit a trial':>40s}"
+    if tp.wall_s is None and not tp.missing:
+        return f"{tp.worker.name:14s} {tp.per_node:>8d} {tp.nodes:>5d} {tp.parallel:>8d}   max_workers 0: never started"
     if tp.wall_s is None:
         return f"{tp.worker.name:14s} {tp.per_node:>8d} {tp.nodes:>5d} {tp.parallel:>8d}   no figures: {tp.missing[0]}"
     return (f"{tp.worker.name:14s} {tp.per_node:>8d} {tp.nodes:>5d} {tp.parallel:>8d} {duration(tp.wall_s):>10s} "

@@ -64,8 +64,8 @@ class MergeState:
     def integrate(self, out: TaskOutput, merged: Tensors | None = None
                   ) -> tuple[Tensors, dict[str, list[torch.Tensor]]]:
         """Merge task `out.task`'s adapter, add its statistics (unless the bank is shared) and head, align every
-        method's heads. `merged`: the merged adapter after this task as a recorded trajectory holds it (this
-        function's own result when the trajectory was recorded), taken as it is instead of merged again.
+        method's heads. `merged`: the merged adapter after this task, computed once for several states (a grouped
+        trial's variants, which differ in `align.*` keys only) and taken as it is instead of merged again.
 
         Idempotent: an output for a task already integrated changes nothing (a retried delivery)."""
         if out.task > self.tasks_merged:

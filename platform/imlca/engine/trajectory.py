@@ -111,9 +111,10 @@ class Replay:
     returns each one's report (`MergeState.report`: test metrics, and with a validation split the same under `val_`).
 
     The trajectory's statistics go into one Gaussian bank per ridge value (normally one) that every variant reads,
-    its Cholesky factors computed once per class; a variant's state takes the recorded merged adapter as it is and
-    owns only its heads, accuracies and losses (its alignment draws come from generators seeded per task). So the
-    memory of a trial grows with its grid by a few heads per variant, not by a bank (≈ 9.4 MB a class at 768-d).
+    its Cholesky factors computed once per class, and the adapters are merged once (the variants differ in `align.*`
+    keys only); a variant's state owns only its heads, accuracies and losses (its alignment draws come from
+    generators seeded per task). So the memory of a trial grows with its grid by a few heads per variant, not by a
+    bank (≈ 9.4 MB a class at 768-d).
     """
 
     def __init__(self, cfgs: dict[str, ExperimentConfig], trajectory: Trajectory):
@@ -121,6 +122,9 @@ class Replay:
         self.banks = {ridge: GaussianBank(trajectory.dim, ridge) for ridge in {c.align.ridge for c in cfgs.values()}}
         self.states = {name: MergeState(cfg, trajectory.theta0, trajectory.dim, self.banks[cfg.align.ridge])
                        for name, cfg in cfgs.items()}
+        first = next(iter(cfgs.values()))  # merges (no alignment) for all: merge.* is alike in every variant
+        self.merger = MergeState(trajectory_only(first), trajectory.theta0, trajectory.dim,
+                                 self.banks[first.align.ridge])
         self.tasks_banked = 0  # tasks whose statistics are in the banks
 
     def step(self, step: TaskStep) -> dict[str, dict]:
@@ -128,10 +132,11 @@ class Replay:
             for ridge, bank in self.banks.items():
                 bank.merge(GaussianBank.from_state_dict(step.statistics, ridge))
             self.tasks_banked += 1
+        merged, _ = self.merger.integrate(step.output())
         bounds = self.trajectory.bounds[: step.task + 1]
         reports = {}
         for name, state in self.states.items():
-            _, heads = state.integrate(step.output(), step.merged)
+            _, heads = state.integrate(step.output(), merged)
             reports[name] = state.record(step.task, {part: scores(f, heads, bounds)
                                                      for part, f in step.features.items()})
         return reports

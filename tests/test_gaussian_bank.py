@@ -74,6 +74,26 @@ def test_state_dict_layout_and_round_trip_through_a_file(tmp_path):
     assert torch.equal(restored.covariance(5), bank.covariance(5))
 
 
+def test_class_tensors_are_the_banks_own_and_round_trip():
+    """`class_tensors` (a checkpoint's layout) holds Σxxᵀ per class without a copy; a bank read from it, or merged
+    from another, reads the tensors it is given and never changes them."""
+    features, labels = _integer_data(40, 3, seed=4)
+    bank = GaussianBank(3)
+    bank.update(features, labels)
+    tensors = bank.class_tensors()
+    assert sorted(tensors) == ["classes", "count", "sum", "sumsq.0", "sumsq.10", "sumsq.5"]
+    assert tensors["sumsq.5"] is bank._sumsq[5]
+    restored = GaussianBank.from_state_dict(tensors)
+    for key, value in bank.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+    before = tensors["sumsq.5"].clone()
+    restored.merge(bank)  # class 5 twice: added out of place
+    assert torch.equal(tensors["sumsq.5"], before) and torch.equal(restored._sumsq[5], 2 * before)
+    tensors.pop("sumsq.10")
+    with pytest.raises(CheckpointError, match="'sumsq.10' has shape none"):
+        GaussianBank.from_state_dict(tensors)
+
+
 def test_empty_bank_round_trips():
     state = GaussianBank(6).state_dict()
     assert state["sum"].shape == (0, 6) and state["sumsq"].shape == (0, 6, 6)

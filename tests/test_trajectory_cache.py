@@ -7,7 +7,7 @@ import torch
 
 from imlca.config import load_config
 from imlca.engine.protocol import run_protocol
-from imlca.engine.trajectory import compute_trajectory, replay
+from imlca.engine.trajectory import Replay, compute_trajectory, replay
 from imlca.engine.trajectory_cache import DATA, MANIFEST, TrajectoryCache, obtain, trajectory_fingerprint
 
 from conftest import TINY, tiny_overrides
@@ -73,6 +73,29 @@ def test_replay_honours_the_authors_terms(stored):
         assert all(torch.equal(a, b) for a, b in zip(heads, result.heads[method]))
     assert not torch.equal(result.heads["im_lca"][0], plain.heads["im_lca"][0])
     assert all(torch.equal(a, b) for a, b in zip(result.heads["im_ca"], plain.heads["im_ca"]))
+
+
+def test_a_grouped_trial_reads_one_bank_and_equals_its_variants_run_alone(stored):
+    """The variants of a grouped trial (λ, entropy weight, temperature, lr, ridge) share the trajectory's statistics,
+    one bank per ridge value, without a copy of them; each variant's accuracy matrices, losses and heads are those of
+    the variant replayed alone (on a bank of its own, as every variant had before), bit for bit."""
+    _, trajectory = stored
+    variants = {"lam": {"align.lam": 2.0}, "entropy": {"align.entropy_weight": 0.5},
+                "tau": {"align.logit_norm_temperature": 0.2}, "lr": {"align.lr": 0.02}, "ridge": {"align.ridge": 1e-3}}
+    cfgs = {name: config(**keys) for name, keys in variants.items()}
+    grouped = Replay(cfgs, trajectory)
+    reports = [grouped.step(step) for step in trajectory.steps]
+    assert sorted(grouped.banks) == sorted({1e-3, cfgs["lam"].align.ridge})
+    assert all(grouped.states[name].bank is grouped.banks[cfg.align.ridge] for name, cfg in cfgs.items())
+    bank, first = grouped.banks[1e-3], trajectory.steps[0].statistics["sumsq"]
+    assert bank._sumsq[0].untyped_storage().data_ptr() == first.untyped_storage().data_ptr()  # read, not copied
+    for name, cfg in cfgs.items():
+        alone, state = replay(cfg, trajectory), grouped.states[name]
+        assert state.acc == alone.acc
+        assert repr([r[name] for r in reports]) == repr(alone.reports)  # repr: task 0's alignment losses are NaN
+        for method, heads in alone.heads.items():
+            assert all(torch.equal(a, b) for a, b in zip(heads, state.heads[method])), (name, method)
+    assert len({repr(state.acc["im_lca"]) for state in grouped.states.values()}) > 1  # the variants do differ
 
 
 @pytest.mark.parametrize("key, value", [("seed", 7), ("data.image_size", 20), ("data.val_fraction", 0.5),

@@ -49,6 +49,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "gpu_paths": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA, 224 px, bf16, fed from the image cache: MFU "
                                                    "(beside the synthetic loop and the JPEG path)"),
                            "imlca.bench.gpu_paths:bench_gpu_paths"),
+    "memory": Benchmark(Goal("<=", 1.2, "x", "peak RSS of a grouped λ trial with 12 variants / with 1, 200 classes × "
+                                              "768-d bank, each in a fresh process"),
+                        "imlca.bench.memory:bench_memory"),
     "plan": Benchmark(Goal("<=", 0.2, "fraction", "|predicted / measured - 1|: `imlca plan --probe` of the embedded "
                                                    "sweep vs that sweep run right after it"),
                       "imlca.bench.plan_row:bench_plan"),

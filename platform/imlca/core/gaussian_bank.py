@@ -2,6 +2,10 @@
 
 The bank keeps sufficient statistics (count, Σx, Σxxᵀ) in float64, so partial statistics computed by different
 workers add up to the statistics of the pooled data; mean and covariance are derived on demand.
+
+A bank never changes a tensor in place: a class's first statistics are kept as given (a `merge` or `from_state_dict`
+reads the other bank's or the state's tensors, no copy) and later ones are added out of place. So at 768-d, where
+Σxxᵀ is 4.7 MB a class, the statistics live once in a process: in the trajectory or task output they came from.
 """
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ class GaussianBank:
         return sorted(self._count)
 
     def _add(self, c: int, count: int, total: Tensor, outer: Tensor) -> None:
-        if c in self._count:
+        if c in self._count:  # out of place: `total` and `outer` of the first add may be another owner's tensors
             self._count[c] += count
-            self._sum[c] += total
-            self._sumsq[c] += outer
+            self._sum[c] = self._sum[c] + total
+            self._sumsq[c] = self._sumsq[c] + outer
         else:
-            self._count[c], self._sum[c], self._sumsq[c] = count, total.clone(), outer.clone()
+            self._count[c], self._sum[c], self._sumsq[c] = count, total, outer
         self._chol.pop(c, None)
 
     def update(self, features: Tensor, labels: Tensor) -> None:
@@ -49,7 +53,8 @@ class GaussianBank:
             self._add(int(c), xc.shape[0], xc.sum(0), xc.T @ xc)
 
     def merge(self, other: GaussianBank) -> None:
-        """Add another bank's statistics, as if its data had been passed to `update`."""
+        """Add another bank's statistics, as if its data had been passed to `update` (its tensors are read, not
+        copied: neither bank changes them)."""
         if other.dim != self.dim:
             raise ValueError(f"cannot merge a bank of dim {other.dim} into one of dim {self.dim}")
         for c in other.classes:
@@ -108,27 +113,46 @@ class GaussianBank:
             "sumsq": torch.stack([self._sumsq[c] for c in cls]) if cls else empty[1],  # [K, D, D]
         }
 
+    def class_tensors(self) -> dict[str, Tensor]:
+        """`state_dict` with Σxxᵀ per class (`sumsq.<class>` [D, D]) instead of stacked: the bank's own tensors, so a
+        checkpoint writes them without a second copy of the bank in memory. `from_state_dict` reads both layouts."""
+        cls = self.classes
+        state = self.state_dict() if not cls else {
+            "classes": torch.tensor(cls, dtype=torch.int64),
+            "count": torch.tensor([self._count[c] for c in cls], dtype=torch.int64),
+            "sum": torch.stack([self._sum[c] for c in cls])}  # [K, D]: small
+        return {**state, **{f"sumsq.{c}": self._sumsq[c] for c in cls}}
+
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor], ridge: float = 1e-4) -> GaussianBank:
-        _check_state(state)
+        """The bank of `state_dict()` or `class_tensors()`; it reads the state's tensors (no copy)."""
+        outer = _check_state(state)
         bank = cls(state["sum"].shape[1], ridge)
-        for c, n, total, outer in zip(state["classes"].tolist(), state["count"].tolist(), state["sum"], state["sumsq"]):
-            bank._add(c, n, total.to(_F64), outer.to(_F64))
+        for c, n, total, sq in zip(state["classes"].tolist(), state["count"].tolist(), state["sum"], outer):
+            bank._add(c, n, total.to(_F64), sq.to(_F64))
         return bank
 
 
-def _check_state(state: dict[str, Tensor]) -> None:
-    missing = sorted({"classes", "count", "sum", "sumsq"} - state.keys())
+def _check_state(state: dict[str, Tensor]) -> list[Tensor]:
+    """Σxxᵀ of each class in the order of state["classes"] ([D, D] each), once the state's shapes check out."""
+    per_class = "sumsq" not in state and any(key.startswith("sumsq.") for key in state)
+    missing = sorted(({"classes", "count", "sum"} | (set() if per_class else {"sumsq"})) - state.keys())
     if missing:
         raise CheckpointError(f"Gaussian bank state lacks '{missing[0]}'; the checkpoint is corrupt, write it again")
     k = state["classes"].shape[0]
     d = state["sum"].shape[-1] if state["sum"].dim() == 2 else 0
-    expected = {"classes": (k,), "count": (k,), "sum": (k, d), "sumsq": (k, d, d)}
+    expected = {"classes": (k,), "count": (k,), "sum": (k, d)}
+    if per_class:
+        expected.update({f"sumsq.{c}": (d, d) for c in state["classes"].tolist()})
+    else:
+        expected["sumsq"] = (k, d, d)
     for key, shape in expected.items():
-        if tuple(state[key].shape) != shape or (key == "sum" and d < 1):
+        found = tuple(state[key].shape) if key in state else "none"
+        if found != shape or (key == "sum" and d < 1):
             raise CheckpointError(
-                f"Gaussian bank state '{key}' has shape {tuple(state[key].shape)}, expected {shape} with D ≥ 1; "
+                f"Gaussian bank state '{key}' has shape {found}, expected {shape} with D ≥ 1; "
                 "the checkpoint is corrupt, write it again"
             )
     if state["classes"].unique().numel() != k:
         raise CheckpointError("Gaussian bank state repeats a class id; the checkpoint is corrupt, write it again")
+    return [state[f"sumsq.{c}"] for c in state["classes"].tolist()] if per_class else list(state["sumsq"])

@@ -44,11 +44,15 @@ def authors_terms(cfg: ExperimentConfig, method: str) -> dict:
 
 
 class MergeState:
-    def __init__(self, cfg: ExperimentConfig, theta0: Tensors, dim: int):
+    def __init__(self, cfg: ExperimentConfig, theta0: Tensors, dim: int, bank: GaussianBank | None = None):
+        """`bank`: one shared by the states that replay a recorded trajectory (a grouped trial's variants): its
+        owner adds each task's statistics once and every state reads them (and the Cholesky factors it caches);
+        such a state reads θ0 too, and owns only its heads, accuracies and losses."""
         self.cfg, self.methods = cfg, cfg.align.methods
-        self.theta0 = {k: v.detach().cpu().clone() for k, v in theta0.items()}
-        self.merged: Tensors = {k: v.clone() for k, v in self.theta0.items()}
-        self.bank = GaussianBank(dim, cfg.align.ridge)
+        self.shared = bank is not None
+        self.theta0 = dict(theta0) if self.shared else {k: v.detach().cpu().clone() for k, v in theta0.items()}
+        self.merged: Tensors = dict(self.theta0) if self.shared else {k: v.clone() for k, v in self.theta0.items()}
+        self.bank = bank if bank is not None else GaussianBank(dim, cfg.align.ridge)
         self.heads: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}
         self.acc: dict[str, list[list[float]]] = {m: [] for m in self.methods}
         self.val_acc: dict[str, list[list[float]]] = {m: [] for m in self.methods}  # with data.val_fraction > 0
@@ -57,25 +61,31 @@ class MergeState:
         self.train_loss: list[float] = []
         self.tasks_merged = 0  # tasks whose output is in merged/bank/heads
 
-    def integrate(self, out: TaskOutput) -> tuple[Tensors, dict[str, list[torch.Tensor]]]:
-        """Merge task `out.task`'s adapter, add its statistics and head, align every method's heads.
+    def integrate(self, out: TaskOutput, merged: Tensors | None = None
+                  ) -> tuple[Tensors, dict[str, list[torch.Tensor]]]:
+        """Merge task `out.task`'s adapter, add its statistics (unless the bank is shared) and head, align every
+        method's heads. `merged`: the merged adapter after this task, computed once for several states (a grouped
+        trial's variants, which differ in `align.*` keys only) and taken as it is instead of merged again.
 
         Idempotent: an output for a task already integrated changes nothing (a retried delivery)."""
         if out.task > self.tasks_merged:
             raise ValueError(f"task {out.task} arrived before task {self.tasks_merged}")
         if out.task == self.tasks_merged:
-            self._merge(out)
+            self._merge(out, merged)
             self.tasks_merged += 1
         return self.merged, self.heads
 
-    def _merge(self, out: TaskOutput) -> None:
+    def _merge(self, out: TaskOutput, merged: Tensors | None) -> None:
         adapter = {k: v.detach().cpu() for k, v in out.adapter.items()}
-        if out.task == 0:
+        if merged is not None:
+            self.merged = merged
+        elif out.task == 0:
             self.merged = {k: v.clone() for k, v in adapter.items()}  # θ_merged(0) is task 0's adapter
         else:
             rule = MERGE_RULES.load(self.cfg.merge.rule)
             self.merged = incremental_merge(self.theta0, self.merged, adapter, rule, self.cfg.merge.alpha)
-        self.bank.merge(GaussianBank.from_state_dict(out.statistics, self.cfg.align.ridge))
+        if not self.shared:
+            self.bank.merge(GaussianBank.from_state_dict(out.statistics, self.cfg.align.ridge))
         self.train_loss.append(out.losses[-1])
         for method in self.methods:
             self.heads[method].append(out.head.detach().cpu().clone())
@@ -128,7 +138,7 @@ class MergeState:
         """Final once `integrate` has returned: `record` changes only the JSON part."""
         tensors = {f"theta0.{k}": v for k, v in self.theta0.items()}
         tensors.update({f"merged.{k}": v for k, v in self.merged.items()})
-        tensors.update({f"bank.{k}": v for k, v in self.bank.state_dict().items()})
+        tensors.update({f"bank.{k}": v for k, v in self.bank.class_tensors().items()})  # no copy of Σxxᵀ
         for method, heads in self.heads.items():
             tensors.update({f"heads.{method}.{t}": h for t, h in enumerate(heads)})
         return tensors

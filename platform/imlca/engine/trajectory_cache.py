@@ -17,7 +17,6 @@ from typing import Callable, Protocol
 
 import torch
 from pyarrow import fs as pafs
-from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from imlca.config import ExperimentConfig, flatten
@@ -28,6 +27,10 @@ TRAJECTORY_KEYS = ("seed", "data.", "model.", "lora.", "train.", "merge.")
 # inside those sections, keys that change where or how a trajectory is computed, not what it is
 NOT_SHAPING = ("data.root", "data.num_workers", "train.device")
 DATA, MANIFEST = "trajectory.safetensors", "manifest.json"
+CHUNK = 1 << 24  # bytes read and hashed at a time
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}  # safetensors' dtype names
 
 
 def trajectory_keys(cfg: ExperimentConfig) -> dict:
@@ -64,6 +67,27 @@ def from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> Trajectory:
         trajectory.steps.append(TaskStep(t, part(f"{t}.adapter."), part(f"{t}.merged."), tensors[f"{t}.head.weight"],
                                          part(f"{t}.statistics."), list(losses), features))
     return trajectory
+
+
+def tensor_views(data: bytearray) -> dict[str, torch.Tensor] | None:
+    """A safetensors file's tensors as views of its bytes (`safetensors.torch.load` copies each one: a second
+    trajectory in memory while it loads); None when the layout does not parse. The layout: an 8-byte little-endian
+    header size, a JSON header of {name: {dtype, shape, data_offsets}}, the data (ordered so that each tensor is
+    aligned to its dtype)."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(bytes(data[8: 8 + size]))
+        header.pop("__metadata__", None)
+        tensors = {}
+        for name, spec in header.items():
+            dtype, (begin, end) = DTYPES[spec["dtype"]], spec["data_offsets"]
+            count, offset = (end - begin) // dtype.itemsize, 8 + size + begin
+            flat = torch.frombuffer(data, dtype=dtype, count=count, offset=offset) if count else \
+                torch.empty(0, dtype=dtype)
+            tensors[name] = flat.reshape(spec["shape"])
+        return tensors
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        return None
 
 
 class TrajectoryCache:
@@ -113,16 +137,32 @@ class TrajectoryCache:
         found = self.filesystem.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         return {f.base_name for f in found if f.type == pafs.FileType.Directory and self._manifest(f.base_name)}
 
+    def _read_verified(self, path: str, size: int, sha256: str) -> bytearray | None:
+        """The file's `size` bytes in one buffer, hashed as they arrive; None when it is missing, of another size or
+        fails the checksum."""
+        buffer, digest, done = bytearray(size), hashlib.sha256(), 0
+        view = memoryview(buffer)
+        try:
+            with self.filesystem.open_input_stream(path) as stream:
+                while done < size and (n := stream.readinto(view[done: done + CHUNK])):
+                    digest.update(view[done: done + n])
+                    done += n
+                longer = done == size and stream.read(1) != b""
+        except (FileNotFoundError, OSError):
+            return None
+        return buffer if done == size and not longer and digest.hexdigest() == sha256 else None
+
     def load(self, fingerprint: str) -> Trajectory | None:
         """The entry, or None when it is absent, partial or corrupt (any of which means: compute it again)."""
         manifest = self._manifest(fingerprint)
         if manifest is None:
             return None
-        data = self._read(self._path(fingerprint, DATA))
-        if data is None or len(data) != manifest["bytes"] or hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        data = self._read_verified(self._path(fingerprint, DATA), manifest["bytes"], manifest["sha256"])
+        tensors = None if data is None else tensor_views(data)
+        if tensors is None:
             print(f"trajectory cache: {fingerprint} fails its checksum (partial or corrupt); recomputing", flush=True)
             return None
-        return from_tensors(load_tensors(data), manifest["meta"])
+        return from_tensors(tensors, manifest["meta"])
 
     def store(self, fingerprint: str, trajectory: Trajectory, keys: dict | None = None) -> None:
         tensors, meta = to_tensors(trajectory)

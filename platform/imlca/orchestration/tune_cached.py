@@ -1,13 +1,13 @@
 """Tune trials on the trajectory cache: one fine-tuning per distinct trajectory, every align_space value per trial.
 
 A trial takes its backbone trajectory from the cache (or trains it once, while concurrent trials needing the same
-one wait: `RayClaims`), then replays each alignment variant on it task by task (merge, align, score cached
-features) and reports after every task. The trial process itself holds the worker's resources (`trial_resources`)
-and trains in-process: no second process to start and import torch, timm and peft in, and with Tune's
-`reuse_actors` the next trial of the sweep (another seed, say) trains in an already warm process. With
-`align_space`, the report holds every variant's own report under `variants` (each becomes its own MLflow run) and,
-at the top level, the report of the variant best on the sweep metric so far, so Tune's searchers and schedulers
-see one trial.
+one wait: `RayClaims`), then replays each alignment variant on it task by task (align, score cached features; one
+Gaussian bank read by all variants) and reports after every task. The trial process itself holds the worker's
+resources (`trial_resources`) and trains in-process: no second process to start and import torch, timm and peft
+in, and with Tune's `reuse_actors` the next trial of the sweep (another seed, say) trains in an already warm
+process. With `align_space`, the report holds every variant's own report under `variants` (each becomes its own
+MLflow run) and, at the top level, the report of the variant best on the sweep metric so far, so Tune's searchers
+and schedulers see one trial.
 """
 from __future__ import annotations
 
@@ -58,8 +58,7 @@ def cached_trainable(params: dict, base_tree: dict, variants: list[dict], cache_
     torch.set_num_threads(max(1, math.floor(cfg.resources.num_cpus)))  # the CPUs this trial's bundle holds
     trajectory, cached = obtain(cfg, TrajectoryCache(cache_uri), compute_in_trial, RayClaims())
     named = {variant_name(v): v for v in variants}
-    runs = {name: Replay(from_dict(ExperimentConfig, merge_trees(base_tree, {**params, **v})), trajectory)
-            for name, v in named.items()}
+    runs = Replay({name: from_dict(ExperimentConfig, merge_trees(base_tree, {**params, **v}))
+                   for name, v in named.items()}, trajectory)  # one bank for every variant
     for step in trajectory.steps:
-        reports = {name: run.step(step) for name, run in runs.items()}
-        tune.report(grouped_result(reports, named, metric, mode, cached))
+        tune.report(grouped_result(runs.step(step), named, metric, mode, cached))

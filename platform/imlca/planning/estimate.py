@@ -54,9 +54,9 @@ def align_seconds(figure: dict, classes: int, trial: TrialWork) -> float | None:
 
 def factorised(trial: TrialWork, t: int) -> int:
     """Classes whose covariance is factorised at task t: all seen ones at the first alignment (t = 1), then the
-    new ones; once per bank, and each align_space variant replays on a bank of its own."""
+    new ones; once per bank (a trial's align_space variants share one per align.ridge value)."""
     seen = trial.tasks[t].classes
-    return (seen if t == 1 else seen - trial.tasks[t - 1].classes) * trial.variants
+    return (seen if t == 1 else seen - trial.tasks[t - 1].classes) * trial.banks
 
 
 def model_figure(figures: Figures, trial: TrialWork, device: Device) -> dict | None:

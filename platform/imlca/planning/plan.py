@@ -13,6 +13,7 @@ from imlca.errors import UserError
 from imlca.planning.clusters import Cluster, WorkerType
 from imlca.planning.estimate import MissingFigures, TrialCost, fixed_seconds, per_node, schedule, trial_cost
 from imlca.planning.figures import Device, Figures
+from imlca.planning.memory import TrialMemory, describe, trial_memory
 from imlca.planning.workload import Workload
 
 GIB = 2**30
@@ -43,6 +44,7 @@ class Plan:
     sweep_fixed_s: float  # the driver's imports, Ray, Tune's start-up and end
     slot_imports_s: float  # each slot's process imports (a TaskWorker's, or a cached trial's model code)
     warnings: list[str]
+    memory: dict[str, TrialMemory] = field(default_factory=dict)  # per benchmark: its largest trial's peak
 
 
 def describe_resources(resources: dict[str, float]) -> str:
@@ -130,11 +132,13 @@ def make_plan(work: Workload, cluster: Cluster, figures: Figures, local_device: 
         raise MissingFigureError(f"no measured figure for {missing[0]}; run this plan with --probe on such a "
                                  "device (on a GPU, `imlca bench --gpu` also records them); the plan does not guess",
                                  trial)
-    return Plan(work, cluster, trial, types, chosen, fixed[0], fixed[1], warnings(work, cluster, types, trial, figures))
+    memories = trial_memories(work, figures)
+    return Plan(work, cluster, trial, types, chosen, fixed[0], fixed[1],
+                warnings(work, cluster, types, trial, memories), memories)
 
 
 def warnings(work: Workload, cluster: Cluster, types: list[TypePlan], trial: dict[str, float],
-             figures: Figures) -> list[str]:
+             memories: dict[str, TrialMemory]) -> list[str]:
     out = []
     want = min(work.sweep.cfg.max_concurrent_trials, len(work.trials))
     for tp in types:
@@ -146,7 +150,7 @@ def warnings(work: Workload, cluster: Cluster, types: list[TypePlan], trial: dic
     if cluster.local and types[0].parallel < want:
         out.append(f"max_concurrent_trials allows {want} trials at once; this machine's "
                    f"{describe_resources(types[0].worker.resources)} hold {types[0].parallel}")
-    out += bank_warnings(work, trial, figures)
+    out += memory_warnings(memories, types, trial)
     if work.random_keys:
         out.append(f"drawn keys ({', '.join(work.random_keys)}) are sized with their first listed value")
     if any(t.counts_from == "registry" for t in work.trials):
@@ -155,21 +159,37 @@ def warnings(work: Workload, cluster: Cluster, types: list[TypePlan], trial: dic
     return out
 
 
-def bank_warnings(work: Workload, trial: dict[str, float], figures: Figures) -> list[str]:
-    """The Gaussian bank's float64 statistics (count, Σx, Σxxᵀ per class) at the last task, per trial."""
-    out, seen = [], set()
+def feature_dim(figures: Figures, backbone: str) -> int | None:
+    """The backbone's feature dim, as the probe recorded it with its throughput."""
+    dims = {v.get("dim") for k, v in figures.doc["models"].items() if k.startswith(backbone + "|")} - {None}
+    return max(dims) if dims else None
+
+
+def trial_memories(work: Workload, figures: Figures) -> dict[str, TrialMemory]:
+    """Per benchmark, the peak memory of its largest trial (planning/memory.py)."""
+    out: dict[str, TrialMemory] = {}
     for t in work.trials:
-        dims = {v.get("dim") for k, v in figures.doc["models"].items() if k.startswith(t.cfg.model.backbone + "|")}
-        dims.discard(None)
-        classes = t.tasks[-1].classes
-        if not dims or (t.cfg.data.benchmark, classes) in seen:
-            continue
-        seen.add((t.cfg.data.benchmark, classes))
-        dim = max(dims)
-        gib = classes * (dim * dim + dim + 1) * 8 / GIB
-        reserved = trial.get("memory", 0) / GIB
-        if gib >= 0.5 or (reserved and gib > reserved / 4):
-            out.append(f"{t.cfg.data.benchmark}: the Gaussian bank holds {gib:.2f} GiB of float64 statistics after "
-                       f"the last task ({classes} classes × {dim}²), in the MergeActor and in every checkpoint"
-                       + (f"; the trial reserves {reserved:g} GiB" if reserved else ""))
+        dim = feature_dim(figures, t.cfg.model.backbone)
+        if dim is not None:
+            memory = trial_memory(t, dim, work.sweep.cfg.cached)
+            if t.cfg.data.benchmark not in out or memory.peak > out[t.cfg.data.benchmark].peak:
+                out[t.cfg.data.benchmark] = memory
+    return out
+
+
+def memory_warnings(memories: dict[str, TrialMemory], types: list[TypePlan], trial: dict[str, float]) -> list[str]:
+    """One line per benchmark whose trial needs more than a trial gets: the memory it reserves
+    (resources.memory_gb), else its share of a node (the node's memory over the trials it holds)."""
+    out = []
+    for name, memory in memories.items():
+        short = []
+        for tp in types:
+            node = tp.worker.resources.get("memory")
+            limit = trial.get("memory") or (node / tp.per_node if node and tp.per_node else None)
+            if limit and memory.peak > limit:
+                short.append(f"{tp.worker.name} ({limit / GIB:.1f} GiB)")
+        if short:
+            out.append(f"{name}: a trial needs {describe(memory)}, more than it gets on {', '.join(short)}; raise "
+                       "resources.memory_gb (or choose a worker type with more memory) or lower "
+                       "align.samples_per_class")
     return out

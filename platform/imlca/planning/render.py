@@ -1,6 +1,7 @@
 """The plan as text (a table per worker type, the chosen one, warnings) and as JSON for tools."""
 from __future__ import annotations
 
+from imlca.planning.memory import describe
 from imlca.planning.plan import Plan, TypePlan, describe_resources
 from imlca.planning.workload import Workload
 
@@ -43,6 +44,8 @@ def work_lines(work: Workload, trial_resources: dict[str, float]) -> list[str]:
 def type_row(tp: TypePlan) -> str:
     if tp.per_node == 0:
         return f"{tp.worker.name:14s} {'does not fit a trial':>40s}"
+    if tp.wall_s is None and not tp.missing:
+        return f"{tp.worker.name:14s} {tp.per_node:>8d} {tp.nodes:>5d} {tp.parallel:>8d}   max_workers 0: never started"
     if tp.wall_s is None:
         return f"{tp.worker.name:14s} {tp.per_node:>8d} {tp.nodes:>5d} {tp.parallel:>8d}   no figures: {tp.missing[0]}"
     return (f"{tp.worker.name:14s} {tp.per_node:>8d} {tp.nodes:>5d} {tp.parallel:>8d} {duration(tp.wall_s):>10s} "
@@ -51,6 +54,8 @@ def type_row(tp: TypePlan) -> str:
 
 def text(plan: Plan) -> str:
     lines = work_lines(plan.work, plan.trial_resources)
+    where = "a trial's alignments" if plan.work.sweep.cfg.cached else "a run's MergeActor"
+    lines += [f"  memory of {where} on {name}: {describe(memory)}" for name, memory in plan.memory.items()]
     lines.append(f"cluster {plan.cluster.name}" + ("" if plan.cluster.local else
                                                    f" (max_workers {plan.cluster.max_workers})"))
     lines.append(f"{'worker type':14s} {'per node':>8s} {'nodes':>5s} {'at once':>8s} {'wall time':>10s} "
@@ -85,4 +90,5 @@ def as_json(plan: Plan) -> dict:
             "train_images_per_epoch": [t.train_images for t in work.trials],
             "trial_resources": plan.trial_resources, "cluster": plan.cluster.name, "sweep_fixed_s": plan.sweep_fixed_s,
             "types": [one(tp) for tp in plan.types], "chosen": plan.chosen.worker.name, "wall_s": plan.chosen.wall_s,
+            "memory": {name: {"peak_bytes": m.peak, "parts_bytes": m.parts} for name, m in plan.memory.items()},
             "warnings": plan.warnings}

@@ -34,7 +34,8 @@ class TrialWork:
     tasks: list[TaskWork]
     counts_from: str  # "data" (read here) or "registry" (published counts)
     alignments: int  # alignments after each task t >= 1: aligned methods × align_space variants
-    variants: int = 1  # align_space variants (each replays on a Gaussian bank of its own)
+    variants: int = 1  # align_space variants (all read one Gaussian bank per align.ridge value)
+    banks: int = 1  # Gaussian banks the trial holds: one per align.ridge value of its variants
     trajectory: str | None = None  # the trajectory fingerprint (cached sweeps)
     trains: bool = True  # False: its trajectory is in the cache already, or another trial of the sweep trains it
 
@@ -119,10 +120,11 @@ def workload(sweep: Sweep, cached_entries: set[str] | None = None) -> Workload:
     """Every trial's work. `cached_entries`: trajectory fingerprints already in the sweep's cache (cached sweeps)."""
     trials, claimed = [], set()
     variants = max(1, len(sweep.cfg.variants())) if sweep.cfg.cached else 1
+    banks = len({v.get("align.ridge") for v in sweep.cfg.variants()}) if sweep.cfg.cached else 1
     for params in expand(sweep):
         cfg = from_dict(ExperimentConfig, merge_trees(sweep.base_tree, params))
         tasks, source = task_counts(cfg)
-        trial = TrialWork(params, cfg, tasks, source, aligned_methods(cfg) * variants, variants)
+        trial = TrialWork(params, cfg, tasks, source, aligned_methods(cfg) * variants, variants, banks)
         if sweep.cfg.cached:
             from imlca.engine.trajectory_cache import trajectory_fingerprint
 

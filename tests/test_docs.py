@@ -55,7 +55,7 @@ def test_strict_build_writes_every_page(built_site):
         assert (built_site / generated).is_file()
     method = (built_site / "concepts" / "method.html").read_text()
     assert method.count("<math") > 20 and "arithmatex" not in method  # equations as MathML: no CDN script needed
-    assert "imlca.notebook.run" in (built_site / "reference" / "api.html").read_text()  # docstrings rendered
+    assert "imlca.cli.notebook.run" in (built_site / "reference" / "api.html").read_text()  # docstrings rendered
     cli = (built_site / "reference" / "cli.html").read_text()
     for command in _command_words():
         assert f"imlca {command}" in cli or f" {command}</code>" in cli, command

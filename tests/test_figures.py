@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from imlca import figures
+from imlca.tracking import figures
 from imlca.config import load_config
-from imlca.report_pages import build_report, csv_text, html_page, latex, markdown, sweep_figures
+from imlca.tracking.report_pages import build_report, csv_text, html_page, latex, markdown, sweep_figures
 from imlca.tracking.report import records
 from imlca.tracking.runs import TrackedRun
 from imlca.tracking.store import Tracker
@@ -126,7 +126,7 @@ def test_report_formats_show_each_setting_best_in_bold(logged):
 
 
 def test_trials_frame_has_one_row_per_trial_with_swept_values_and_metrics(logged):
-    from imlca.notebook import trials_frame
+    from imlca.cli.notebook import trials_frame
 
     frame = trials_frame(logged, ["align.lam"])
     assert list(frame["run"]) == ["lam=0.1 seed=1", "lam=0.1 seed=2", "lam=0.5 seed=1"]

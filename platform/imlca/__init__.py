@@ -6,7 +6,7 @@ nothing heavy: each name is imported on first use.
 """
 __version__ = "0.1.0"
 
-_LAZY = {name: "imlca.notebook" for name in ("run", "sweep", "experiment", "load")}
+_LAZY = {name: "imlca.cli.notebook" for name in ("run", "sweep", "experiment", "load")}
 
 
 def __getattr__(name: str):

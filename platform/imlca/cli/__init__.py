@@ -2,6 +2,7 @@
 
 One module per command under imlca/cli/, each with `HELP`, `add_arguments(parser)` and `execute(args) -> int`;
 they import their heavy dependencies inside `execute`, so parsing and config errors cost well under a second.
+The Python twin of the commands (`imlca.run`, `imlca.sweep`, `imlca.load`) is cli/notebook.py.
 """
 from __future__ import annotations
 

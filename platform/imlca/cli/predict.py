@@ -19,7 +19,7 @@ def execute(args: argparse.Namespace) -> int:
     missing = [i for i in args.images if not Path(i).is_file()]
     if missing:
         raise UserError(f"image {missing[0]} not found; give paths of existing image files")
-    from imlca.notebook import load
+    from imlca.cli.notebook import load
 
     model = load(args.run, args.uri)
     for image, name in zip(args.images, model.predict(args.images)):

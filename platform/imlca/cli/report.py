@@ -73,7 +73,7 @@ def report(args: argparse.Namespace, uri: str) -> int:
         print(f"no finished runs in experiment '{args.experiment}' at {without_passwords(uri)}")
         return 0
     if args.format:
-        from imlca.report_pages import write_report
+        from imlca.tracking.report_pages import write_report
 
         path = write_report(args.out, args.format, f"imlca report: experiment {args.experiment}", found)
         print(f"wrote {path}")
@@ -99,7 +99,7 @@ def check_config_key(key: str) -> None:
 
 def paper_hint(table: dict, experiment: str) -> str:
     """What `--paper` compared: the benchmarks of the paper's table this experiment holds, else where to look."""
-    from imlca.paper_results import TABLE1
+    from imlca.tracking.paper_results import TABLE1
 
     ours = sorted({benchmark for benchmark, _, _ in table})
     if any(benchmark in TABLE1 for benchmark in ours):

@@ -83,7 +83,7 @@ def execute(args: argparse.Namespace) -> int:
     print(f"run {cfg.name}: {cfg.data.benchmark}, {cfg.model.backbone}, merge {cfg.merge.rule}/{cfg.merge.space}, "
           f"methods {', '.join(cfg.align.methods)}, seed {cfg.seed} -> {out}", flush=True)
     printer = task_printer(cfg.align.methods)
-    from imlca.progress import RunProgress, task_summary
+    from imlca.cli.progress import RunProgress, task_summary
 
     progress = RunProgress(_num_tasks(cfg), cfg.train.epochs)
 

@@ -11,7 +11,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from imlca import figures
+from imlca.tracking import figures
 from imlca.tracking.report import records
 from imlca.tracking.store import Tracker
 
@@ -64,7 +64,7 @@ def finish_sweep(tracker: Tracker, parent_id: str, title: str, metric: str = "av
     """Log `report.html` for the sweep's finished trials, the sweep figures and the best trial's final metrics to
     the parent run. Returns the page's HTML (None when no trial finished), for the caller to keep beside the
     sweep's Tune state (a folder or a bucket)."""
-    from imlca.report_pages import build_report, html_page
+    from imlca.tracking.report_pages import build_report, html_page
 
     found = records(tracker, parent_id)
     if not found:

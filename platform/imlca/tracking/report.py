@@ -5,7 +5,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from imlca.paper_results import TABLE1
+from imlca.tracking.paper_results import TABLE1
 from imlca.registries import METHODS
 from imlca.tracking.store import PARENT_TAG, Tracker
 

@@ -39,7 +39,7 @@ def run(config: str | Path | None = None, overrides: dict[str, Any] | None = Non
 
 
 def _print_task(report: dict) -> None:
-    from imlca.progress import task_summary
+    from imlca.cli.progress import task_summary
 
     print(task_summary(report, [k[: -len("/A_t")] for k in report if k.endswith("/A_t")]), flush=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from imlca import figures
+from imlca.tracking import figures
 from imlca.registries import METHODS
 from imlca.tracking.report import mean_std
 

@@ -31,7 +31,7 @@ class RunProgress:
 
 def task_summary(report: dict, methods: list[str]) -> str:
     """`task 2 done: train_loss 0.41 | IM A_t 61.2 Ā 70.3 | IM+LCA A_t 66.0 Ā 74.1`."""
-    from imlca.figures import label
+    from imlca.tracking.figures import label
 
     parts = [f"task {report['task']} done: train_loss {report['train_loss']:.4f}"]
     parts += [f"{label(m)} A_t {report[f'{m}/A_t']:.2f} Ā {report[f'{m}/avg_acc']:.2f}" for m in methods]

@@ -67,7 +67,7 @@ def test_merge_actor_killed_between_tasks(ray_cluster, undisturbed, tmp_path):
 
     def on_task(report):
         if report["task"] == 0:
-            (pid,) = actor_pids("MergeActor")
+            (pid,) = actor_pids("CentralActor")
             killed.append(pid)
             kill(pid)
 

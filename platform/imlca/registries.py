@@ -142,6 +142,7 @@ MERGE_SPACES = Registry("merge space", {
 class MethodSpec:
     label: str  # as the paper's tables write it
     loss: str | None  # None: heads stay as trained; "ce": aligned with λ = 0; "lca": with the configured λ
+    family: str = "im"  # a name of FAMILIES: the methods of one family share a run (one trajectory)
 
     def lam(self, configured: float) -> float | None:
         return None if self.loss is None else (0.0 if self.loss == "ce" else configured)
@@ -151,7 +152,34 @@ METHODS = Registry("method", {
     "im": MethodSpec("IM", None),
     "im_ca": MethodSpec("IM+CA", "ce"),  # plain cross-entropy on sampled features, SLCA-style
     "im_lca": MethodSpec("IM+LCA", "lca"),
+    "slca": MethodSpec("SLCA", None, family="slca"),  # its own alignment (CA with logit norm), in its family
 })
+
+# --- method families (engine/family.py: the five slots a family fills) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    label: str
+    worker: str  # "module:Class" built on the worker: trains a task, evaluates (engine/family.py `Worker`)
+    central: str  # "module:Class" of the central state: integrates a task, keeps the run (`Central`)
+    description: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.worker
+
+
+FAMILIES = Registry("method family", {
+    "im": FamilySpec("IM", "imlca.engine.runner:TaskRunner", "imlca.engine.state:MergeState",
+                     "LoRA per task merged into one backbone; IM, IM+CA, IM+LCA differ only in their heads"),
+    "slca": FamilySpec("SLCA", "imlca.engine.slca_runner:SLCARunner", "imlca.engine.slca_state:SLCAState",
+                       "the whole backbone at lr/100, heads aligned on Gaussians with logit norm (Zhang et al.)"),
+})
+
+
+def family_of(method: str) -> str:
+    return METHODS[method].family
 
 # --- sweeps (orchestration/tune_sweep.py) -----------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import yaml
 
+from imlca.config.slca import SLCAConfig
 from imlca.config.loading import (choose, config_path, flatten, from_dict, parse_override, read_config_tree,
                                   require, set_dotted, to_dict)
 from imlca.errors import ConfigError
-from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
+from imlca.registries import BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS, family_of
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -179,9 +180,16 @@ class AlignConfig:
                 f"must be > 0 or null (null: no logit normalisation; got {self.logit_norm_temperature})")
 
     @property
+    def family(self) -> str:
+        """The run's method family (registries.FAMILIES): what its tasks train and what the centre keeps."""
+        return family_of(self.method)
+
+    @property
     def methods(self) -> list[str]:
-        """The run's method first, then the comparisons, without repeats."""
-        return list(dict.fromkeys([self.method, *self.compare]))
+        """The run's method first, then the comparisons of its family (they share its trajectory; another
+        family's need a run of their own), without repeats."""
+        same = [m for m in self.compare if family_of(m) == self.family]
+        return list(dict.fromkeys([self.method, *same]))
 
 
 @dataclass
@@ -249,9 +257,18 @@ class ExperimentConfig:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    slca: SLCAConfig = field(default_factory=SLCAConfig)  # read by the slca family only
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
+        family = self.align.family
+        if family != "slca" and self.slca != SLCAConfig():
+            changed = next(k for k in vars(self.slca) if getattr(self.slca, k) != getattr(SLCAConfig(), k))
+            raise ConfigError(f"slca.{changed}", f"is a setting of the slca family, but align.method is "
+                              f"{self.align.method} (family {family}); remove it or set align.method=slca")
+        require(not (family == "slca" and self.slca.fresh_final_norm and not BACKBONES[self.model.backbone].sized),
+                "slca.fresh_final_norm", f"needs a ViT (a final LayerNorm); {self.model.backbone} has none: set "
+                "it to false")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:

@@ -1,9 +1,10 @@
 """Ray actors. Each wraps an engine object and calls it; none holds math of its own.
 
-TaskWorker (GPU or CPU): fine-tunes one task from the merged adapter, returns the adapter tensors + the new
-classes' sufficient statistics; evaluates head sets on the merged backbone.
-MergeActor (central, light): θ0, running merged adapter, Gaussian bank, heads; merges and aligns once per task id,
-and writes a task's checkpoint tensors (a thread) while the TaskWorker evaluates the task.
+TaskWorker (GPU or CPU): the run's family worker (engine/family.py): trains one task from what the centre holds,
+returns the trained weights + the new classes' sufficient statistics; evaluates head sets.
+CentralActor (central, light): the family's central state (IM: θ0, running merged adapter, Gaussian bank, heads;
+SLCA: the backbone, bank, trained and aligned heads); integrates once per task id, and writes a task's checkpoint
+tensors (a thread) while the TaskWorker evaluates the task.
 
 Both are built empty and pointed at a run by `configure(run_id, ...)`, so that one process serves run after run
 (`worker_pool.py`: a sweep's trials reuse them and skip importing torch, timm and peft again). A run's state lives
@@ -32,8 +33,8 @@ class LostActorError(RuntimeError):
     """An actor restarted since the driver configured it, so it lacks the run: configure it again, re-run the task."""
 
 
-class LostMergeError(LostActorError):
-    """The MergeActor restarted between a task's merge and its record, or has not been configured since."""
+class LostCentralError(LostActorError):
+    """The CentralActor restarted between a task's merge and its record, or has not been configured since."""
 
 
 class LostWorkerError(LostActorError):
@@ -48,7 +49,7 @@ class Stopwatch:
     """When an actor computed for its run (train, evaluate; merge + align, record), as (start, end) intervals on
     the wall clock, time.time(), which every process on a node reads alike: the bench's `task_overhead` row takes
     the union of both actors' intervals inside each task's window on the driver (they overlap: the next task
-    trains while the MergeActor records and checkpoints the last one)."""
+    trains while the CentralActor records and checkpoints the last one)."""
 
     def __init__(self):
         self.intervals: list[tuple[float, float]] = []
@@ -65,9 +66,8 @@ class Stopwatch:
 @ray.remote
 class TaskWorker:
     def __init__(self):
-        from imlca.engine.runner import TaskRunner  # torch, timm, peft, the data code: imported once per process
-
-        self.make_runner = TaskRunner
+        from imlca.engine.runner import TaskRunner  # noqa: F401  torch, timm, peft, the data code: imported once
+        # per process (the run's family worker is picked in `configure`)
         self.fresh_seed = torch.initial_seed()  # the global RNG's seed in a new process: every run starts from it
         self.run_id, self._runner, self.clock = None, None, Stopwatch()
         gc.freeze()  # the modules' objects are never garbage: each run's collection scans only what runs made
@@ -86,7 +86,10 @@ class TaskWorker:
             torch.compiler.reset()
         torch.manual_seed(self.fresh_seed)  # CPU and CUDA generators, as a new process has them
         torch.set_num_threads(max(1, threads))  # follow the CPUs this actor holds, not the node's core count
-        self._runner, self.clock = self.make_runner(_config(cfg_tree)), Stopwatch()
+        from imlca.engine.family import worker_class
+
+        cfg = _config(cfg_tree)
+        self._runner, self.clock = worker_class(cfg)(cfg), Stopwatch()
         self.run_id = run_id
 
     @property
@@ -102,7 +105,7 @@ class TaskWorker:
         return list(self.clock.intervals)
 
     def setup(self) -> tuple[dict, int, int]:
-        """θ0 (merge space), feature dim, number of tasks."""
+        """The weights before any task (IM: θ0 in the merge space), feature dim, number of tasks."""
         return to_numpy(self.runner.theta0()), self.runner.model.dim, self.runner.num_tasks
 
     def train(self, task: int, merged: dict) -> dict:
@@ -110,7 +113,7 @@ class TaskWorker:
             return output_to_wire(self.runner.train(task, to_torch(merged)))
 
     def train_from(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict:
-        """`train` from a MergeActor's `integrate` result, without a `merged` call to it (it may be recording or
+        """`train` from a CentralActor's `integrate` result, without a `merged` call to it (it may be recording or
         saving)."""
         return self.train(task, merged_and_heads[0])
 
@@ -125,13 +128,12 @@ class TaskWorker:
 
 
 @ray.remote
-class MergeActor:
+class CentralActor:
     def __init__(self):
-        from imlca.engine.state import MergeState  # core only: no timm, peft or data loaders in this actor
+        import imlca.engine.state  # noqa: F401  core only: no timm, peft or data loaders in this actor
         import torch._dynamo  # noqa: F401  torch.optim's first optimizer imports it (2.5 s here): at start-up,
         # beside the TaskWorker's imports, not inside the first alignment (task 1)
 
-        self.make_state = MergeState
         self.run_id, self._state, self.checkpoint_dir, self.clock = None, None, None, Stopwatch()
         # a task's checkpoint tensors, written by this thread from the task's integration on (while the TaskWorker
         # evaluates it): `save` then only adds the accuracies; (task, Future[WrittenTensors]) or None
@@ -146,7 +148,10 @@ class MergeActor:
         self._written(None)  # a write from the last run's state ends before that state goes
         self.run_id, self._state = None, None
         gc.collect()
-        self._state = self.make_state(_config(cfg_tree), to_torch(theta0), dim)
+        from imlca.engine.family import central_class
+
+        cfg = _config(cfg_tree)
+        self._state = central_class(cfg)(cfg, to_torch(theta0), dim)
         self.checkpoint_dir, self.clock = Path(checkpoint_dir), Stopwatch()
         self._state.resume(self.checkpoint_dir)
         self.run_id = run_id
@@ -154,7 +159,7 @@ class MergeActor:
     @property
     def state(self):
         if self._state is None:
-            raise LostMergeError("the MergeActor restarted and holds no run; the driver configures it again")
+            raise LostCentralError("the CentralActor restarted and holds no run; the driver configures it again")
         return self._state
 
     def pid(self) -> int:
@@ -167,8 +172,9 @@ class MergeActor:
         """Tasks merged and evaluated: where a run continues."""
         return len(self.state.acc[self.state.methods[0]])
 
-    def merged(self) -> dict:
-        return to_numpy(self.state.merged)
+    def train_input(self) -> dict:
+        """What the worker trains the next task from (IM: the merged adapter; SLCA: the backbone)."""
+        return to_numpy(self.state.train_input())
 
     def integrate(self, wire: dict) -> tuple[dict, dict]:
         """Apply task `wire['task']` once; a repeated delivery returns the same state unchanged. A new task's
@@ -194,21 +200,22 @@ class MergeActor:
 
     def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
         if task >= self.state.tasks_merged:
-            raise LostMergeError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
+            raise LostCentralError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
         with self.clock.busy():
             return self.state.record(task, parts)
 
     def save(self, task: int) -> None:
         """Checkpoint the state after `task`; refused when a restart lost that task (the driver re-runs it)."""
         if self.tasks_done() != task + 1:
-            raise LostMergeError(f"task {task} is not in this state (actor restarted); it must run again")
+            raise LostCentralError(f"task {task} is not in this state (actor restarted); it must run again")
         self.state.save(self.checkpoint_dir, task, self._written(task))
 
     def report(self, task: int) -> dict:
         return self.state.report(task)
 
     def snapshot(self) -> dict:
-        """What the driver needs at the end: accuracy matrices, final adapter and heads."""
+        """What the driver needs at the end: accuracy matrices, final weights and heads."""
         s = self.state
-        return {"acc": s.acc, "merged": to_numpy(s.merged), "heads": heads_to_numpy(s.heads),
+        weights, heads = s.final()
+        return {"acc": s.acc, "merged": to_numpy(weights), "heads": heads_to_numpy(heads),
                 "align_loss": s.align_loss, "train_loss": s.train_loss}

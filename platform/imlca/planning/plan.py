@@ -160,6 +160,6 @@ def bank_warnings(work: Workload, trial: dict[str, float], figures: Figures) -> 
         reserved = trial.get("memory", 0) / GIB
         if gib >= 0.5 or (reserved and gib > reserved / 4):
             out.append(f"{t.cfg.data.benchmark}: the Gaussian bank holds {gib:.2f} GiB of float64 statistics after "
-                       f"the last task ({classes} classes × {dim}²), in the MergeActor and in every checkpoint"
+                       f"the last task ({classes} classes × {dim}²), in the CentralActor and in every checkpoint"
                        + (f"; the trial reserves {reserved:g} GiB" if reserved else ""))
     return out

@@ -102,7 +102,7 @@ def probe_alignment(dim: int, classes: list[int], cfg: ExperimentConfig) -> dict
     """At the sweep's samples_per_class: `cholesky_s` (factorising one class's covariance, once per class and bank),
     `draw_s_per_class` (its samples from a factorised class) and `per_batch_s` at each class count in `classes`
     (one alignment step: logits, LCA loss, SGD). The first alignment of a process imports torch._dynamo (through
-    torch.optim); a warm-up pays for it, as the MergeActor's start-up does."""
+    torch.optim); a warm-up pays for it, as the CentralActor's start-up does."""
     from imlca.core.gaussian_bank import GaussianBank
     from imlca.core.lca import align_heads
 

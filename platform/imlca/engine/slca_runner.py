@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from imlca.config import SLCAConfig, TrainConfig
 from imlca.core.slca import affine_logits
 from imlca.engine.loops import run_epochs
 from imlca.engine.runner import TaskRunner
@@ -37,6 +38,16 @@ class BackboneSpace:
         return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
 
 
+def slow_learner(backbone: nn.Module, head: nn.Parameter, train: TrainConfig, slca: SLCAConfig):
+    """SGD with the backbone at train.lr × backbone_lr_scale (left out at 0) and the head at train.lr, momentum and
+    weight decay on both; MultiStepLR(milestones, lr_decay) → (optimizer, schedule)."""
+    groups = [{"params": [head], "lr": train.lr}]
+    if slca.backbone_lr_scale > 0:
+        groups.insert(0, {"params": list(backbone.parameters()), "lr": train.lr * slca.backbone_lr_scale})
+    optimizer = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, slca.milestones, gamma=slca.lr_decay)
+
+
 class SLCARunner(TaskRunner):
     def _build_model(self) -> IncrementalModel:
         model = build_full_model(self.cfg, self.cfg.slca.fresh_final_norm)
@@ -52,15 +63,9 @@ class SLCARunner(TaskRunner):
         return torch.cat([weight, torch.zeros(num_classes, 1)], dim=1)  # bias 0 → [n_t, D + 1]
 
     def _fit(self, head: nn.Parameter, loader: DataLoader, offset: int, hear) -> list[float]:
-        train, slca = self.cfg.train, self.cfg.slca
-        groups = [{"params": [head], "lr": train.lr}]
-        if slca.backbone_lr_scale > 0:
-            groups.insert(0, {"params": list(self.model.backbone.parameters()),
-                              "lr": train.lr * slca.backbone_lr_scale})
-        optimizer = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, slca.milestones, gamma=slca.lr_decay)
+        optimizer, schedule = slow_learner(self.model.backbone, head, self.cfg.train, self.cfg.slca)
         self.model.freeze_statistics()
-        return run_epochs(self.model, head, loader, offset, train, self.device, optimizer, schedule, hear,
+        return run_epochs(self.model, head, loader, offset, self.cfg.train, self.device, optimizer, schedule, hear,
                           logits_of=affine_logits)
 
     def _predict(self, features: torch.Tensor, heads: list[torch.Tensor]) -> torch.Tensor:

@@ -4,14 +4,15 @@ import torch
 from imlca.config import load_config
 from imlca.orchestration.ray_step import run_distributed
 
-from conftest import TINY, tiny_overrides
+from conftest import TINY, tiny_family_overrides, tiny_overrides
 
 
-def test_distributed_equals_in_process(ray_cluster, tiny_run, tmp_path):
-    local = tiny_run  # run_protocol of the same config, in this process
-    remote = run_distributed(load_config(TINY, tiny_overrides()), checkpoint_dir=tmp_path)
+def test_distributed_equals_in_process(ray_cluster, family_run, tmp_path):
+    family, local = family_run  # run_protocol of the same config, in this process
+    remote = run_distributed(load_config(TINY, tiny_family_overrides(family)), checkpoint_dir=tmp_path)
     assert remote.acc == local.acc
     assert [r["avg_acc"] for r in remote.reports] == [r["avg_acc"] for r in local.reports]
+    assert [r["avg_acc_weighted"] for r in remote.reports] == [r["avg_acc_weighted"] for r in local.reports]
     for key, value in local.merged.items():
         torch.testing.assert_close(remote.merged[key], value, rtol=0, atol=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task-000", "task-001", "task-002"]

@@ -35,7 +35,7 @@ def work_lines(plan: Plan) -> list[str]:
         if cfg.cached else ""))
     lines.append(f"  a trial holds {describe_resources(plan.trial_resources)}; backbone {first.cfg.model.backbone} "
                  f"at {first.cfg.data.image_size} px, {first.cfg.train.precision}")
-    return lines
+    return lines + [f"  {note}" for note in plan.notes]
 
 
 def type_row(tp: TypePlan) -> str:
@@ -83,4 +83,4 @@ def as_json(plan: Plan) -> dict:
             "train_images_per_epoch": [t.train_images for t in work.trials],
             "trial_resources": plan.trial_resources, "cluster": plan.cluster.name, "sweep_fixed_s": plan.sweep_fixed_s,
             "types": [one(tp) for tp in plan.types], "chosen": plan.chosen.worker.name, "wall_s": plan.chosen.wall_s,
-            "warnings": plan.warnings}
+            "warnings": plan.warnings, "families": plan.notes}

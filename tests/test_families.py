@@ -8,7 +8,7 @@ from imlca.config.sweep import Sweep, SweepConfig
 from imlca.errors import ConfigError
 from imlca.registries import FAMILIES, METHODS
 
-from conftest import TINY, tiny_overrides
+from conftest import REPO, TINY, tiny_overrides
 
 
 def test_every_method_names_a_family_and_every_family_has_a_method():
@@ -64,3 +64,13 @@ def _tiny_tree():
     from imlca.config import read_config_tree
 
     return read_config_tree(TINY)
+
+
+def test_the_embedded_rivals_sweep_chooses_each_familys_lr_on_validation_then_runs_three_seeds():
+    from imlca.config.sweep import load_sweep
+
+    sweep = load_sweep(REPO / "sweeps" / "embedded_rivals.yaml")
+    assert sweep.cfg.space["align.method"] == {"grid": ["im_lca", "slca"]} and "train.lr" in sweep.cfg.space
+    assert sweep.cfg.metric == "val_avg_acc" and sweep.cfg.confirm_per == ["align.method"]
+    assert sweep.cfg.confirm_space == {"seed": {"grid": [1993, 1994, 1995]}}
+    assert sweep.base_tree["model"]["backbone"] == "tf_efficientnet_lite0"

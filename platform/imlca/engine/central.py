@@ -142,6 +142,17 @@ class CentralState:
         written by `write_tensors` after this task's integration."""
         return finish_checkpoint(written or self.write_tensors(checkpoint_dir, task), self._meta())
 
+    INITIAL = "theta0."  # the checkpoint prefix of the tensors a state is built from (`from_checkpoint`)
+
+    @classmethod
+    def from_checkpoint(cls, cfg: ExperimentConfig, folder: Path) -> "CentralState":
+        """The state saved in one checkpoint folder (for exporting a run's artifacts)."""
+        tensors, meta = load_checkpoint(folder)
+        bank = GaussianBank.from_state_dict(part(tensors, "bank."), cfg.align.ridge)
+        state = cls(cfg, part(tensors, cls.INITIAL), bank.dim)
+        state.load_state_dict(tensors, meta)
+        return state
+
     def resume(self, checkpoint_dir: Path | None) -> list[dict]:
         """Load the latest complete checkpoint (if any); returns the reports of the finished tasks."""
         latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None

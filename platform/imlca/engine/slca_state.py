@@ -21,6 +21,7 @@ Tensors = dict[str, torch.Tensor]
 
 
 class SLCAState(CentralState):
+    INITIAL = "backbone."
     def __init__(self, cfg: ExperimentConfig, theta0: Tensors, dim: int):
         super().__init__(cfg, dim)
         self.backbone: Tensors = {k: v.detach().cpu().clone() for k, v in theta0.items()}

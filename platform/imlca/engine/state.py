@@ -9,16 +9,12 @@ CentralState's `bank.<key>` and `heads.<method>.<task>` tensors. It imports core
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from imlca.config import ExperimentConfig
-from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.lca import align_heads
 from imlca.core.merging import incremental_merge
 from imlca.engine.central import ALIGN_TERMS, CentralState, Heads, part
-from imlca.engine.checkpoint import load_checkpoint
 from imlca.engine.seeding import generator
 from imlca.engine.task_output import TaskOutput
 from imlca.registries import MERGE_RULES, METHODS
@@ -83,12 +79,3 @@ class MergeState(CentralState):
 
     def _load_own(self, tensors: Tensors, meta: dict) -> None:
         self.theta0, self.merged = part(tensors, "theta0."), part(tensors, "merged.")
-
-    @classmethod
-    def from_checkpoint(cls, cfg: ExperimentConfig, folder: Path) -> MergeState:
-        """The state saved in one checkpoint folder (for exporting a run's artifacts)."""
-        tensors, meta = load_checkpoint(folder)
-        bank = GaussianBank.from_state_dict(part(tensors, "bank."), cfg.align.ridge)
-        state = cls(cfg, part(tensors, "theta0."), bank.dim)
-        state.load_state_dict(tensors, meta)
-        return state

@@ -8,6 +8,7 @@ from imlca.config.loading import (bundled_names, bundled_sweep, config_path, fla
                                   parse_override, read_config_tree, read_yaml, set_dotted, to_dict)
 
 __all__ = ["AlignConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "LoRAConfig", "MergeConfig", "ModelConfig",
-           "ResourcesConfig", "RobustnessConfig", "SLCAConfig", "TrackingConfig", "TrainConfig", "bundled_names", "bundled_sweep",
+           "ResourcesConfig", "RobustnessConfig", "SLCAConfig", "TrackingConfig", "TrainConfig", "bundled_names",
+           "bundled_sweep",
            "config_path", "fingerprint", "flatten", "from_dict", "load_config", "merge_trees", "parse_override",
            "read_config_tree", "read_yaml", "save_config", "set_dotted", "to_dict"]

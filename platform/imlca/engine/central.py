@@ -83,7 +83,7 @@ class CentralState:
         return self.report(task)
 
     def _metrics(self, acc: list[list[float]], part: str) -> dict[str, float]:
-        """A_t, Ā (task-balanced, the paper's), Ā sample-weighted (PILOT's), last accuracy, both forgettings, acc_j."""
+        """A_t, Ā task-balanced (the paper's) and sample-weighted (PILOT's), last accuracy, both forgettings, acc_j."""
         row = acc[-1]
         out = {"A_t": sum(row) / len(row), **summary(acc), **{f"acc_{j}": value for j, value in enumerate(row)}}
         counts = self.counts.get(part, [])

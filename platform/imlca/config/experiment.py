@@ -282,6 +282,7 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+FAMILY_SECTIONS = ("slca",)  # config sections read by one method family only
 # keys that change where or how a run executes, not what it computes
 NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers",
                       "data.cache_dir", "train.device", "train.channels_last", "train.compile")
@@ -292,5 +293,8 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     import hashlib
     import json
 
-    shaping = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_IN_FINGERPRINT)}
+    # another family's section is at its defaults (ExperimentConfig refuses it otherwise): left out, so a run's
+    # fingerprint does not change when a family is added
+    others = tuple(f"{family}." for family in FAMILY_SECTIONS if family != cfg.align.family)
+    shaping = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_IN_FINGERPRINT + others)}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

@@ -99,7 +99,8 @@ def execute(args: argparse.Namespace) -> int:
     if tracked is not None:
         tracked.finish(write)
     print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors, "
-          f"model/ (peft adapter, head, class names: imlca predict {out} IMAGE)")
+          f"model/ ({'backbone' if cfg.align.family == 'slca' else 'peft adapter'}, head, class names: "
+          f"imlca predict {out} IMAGE)")
     return 0
 
 

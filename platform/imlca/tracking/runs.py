@@ -16,7 +16,7 @@ from imlca.tracking.store import Tracker, check_reachable, git_commit, resolve_u
 def run_tags(cfg: ExperimentConfig) -> dict:
     commit = git_commit()
     tags = {"benchmark": cfg.data.benchmark, "method": cfg.align.method, "family": cfg.align.family,
-            "merge_rule": cfg.merge.rule,
+            "merge_rule": cfg.merge.rule if cfg.align.family == "im" else "-",  # IM's alone
             "seed": cfg.seed, "backbone": cfg.model.backbone, "git_commit": commit,
             "mlflow.source.name": "imlca", "mlflow.source.type": "LOCAL"}
     if commit != "unknown":

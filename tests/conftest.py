@@ -34,6 +34,30 @@ def tiny_run():
     return run_protocol(load_config(TINY, tiny_overrides()))
 
 
+FAMILY_METHODS = {"im": "im_lca", "slca": "slca"}  # each method family's run of sweeps/tiny.yaml (its method)
+
+
+def tiny_family_overrides(family: str) -> list[str]:
+    return tiny_overrides(**{"align.method": FAMILY_METHODS[family]})
+
+
+@pytest.fixture(scope="session")
+def tiny_slca_run():
+    """The uninterrupted in-process run of sweeps/tiny.yaml with `align.method=slca`: the SLCA family's reference
+    numbers (tests/test_families.py, test_protocol.py, test_distributed.py, test_chaos.py). Read it only."""
+    from imlca.config import load_config
+    from imlca.engine.protocol import run_protocol
+
+    return run_protocol(load_config(TINY, tiny_family_overrides("slca")))
+
+
+@pytest.fixture(params=list(FAMILY_METHODS))
+def family_run(request):
+    """(family, its reference tiny run), for tests parametrised over every method family."""
+    name = "tiny_run" if request.param == "im" else f"tiny_{request.param}_run"
+    return request.param, request.getfixturevalue(name)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One small local Ray cluster shared by every Ray test of the session."""

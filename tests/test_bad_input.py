@@ -67,6 +67,15 @@ CASES = {  # name → (args builder, expected start of the message after "error:
                                "config key 'name': must be one folder name (it names an output folder), not a name "
                                "with an empty, '.' or '..' part"),
     "name of two folders": (lambda d: ["run", TINY, "--set", "name=a/b"], "config key 'name': must be one folder"),
+    "slca key with im": (lambda d: ["run", TINY, "--set", "slca.ca_epochs=3"],
+                         "config key 'slca.ca_epochs': is a setting of the slca family, but align.method is im_lca"),
+    "slca milestones": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set", "slca.milestones=[5, 2]"],
+                        "config key 'slca.milestones': must be increasing"),
+    "slca fresh norm on a cnn": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set",
+                                            "model.backbone=tf_efficientnet_lite0", "--set",
+                                            "slca.fresh_final_norm=true"], "config key 'slca.fresh_final_norm'"),
+    "slca negative scale": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set",
+                                       "slca.backbone_lr_scale=-0.01"], "config key 'slca.backbone_lr_scale'"),
 }
 
 

@@ -177,7 +177,7 @@ def test_covered_is_the_union_inside_the_window():
 
 def test_task_overhead_counts_overlapping_actors_once():
     # windows: task 0 [0, 10], task 1 [10, 20], task 2 [20, 30]. The worker trains task 1 from 9 to 15 (queued
-    # behind task 0's evaluation, across the boundary) and task 2 from 17.5 to 25; the MergeActor records task 0
+    # behind task 0's evaluation, across the boundary) and task 2 from 17.5 to 25; the CentralActor records task 0
     # at 9.5-10 and merges task 1 at 15-16, overlapping nothing, and records task 1 at 17-18, beside the training
     run = {"stamps": [0.0, 10.0, 20.0, 30.0],
            "intervals": [(9.0, 15.0), (9.5, 10.0), (15.0, 16.0), (17.0, 18.0), (17.5, 25.0), (25.5, 29.0)]}
@@ -276,7 +276,7 @@ def test_end_to_end_bare_side_is_the_in_process_run_in_a_new_process():
 
 
 def test_the_actors_clock_when_they_computed(ray_cluster):
-    """`task_overhead`'s input: the intervals in which the TaskWorker and the MergeActor computed, on the clock of
+    """`task_overhead`'s input: the intervals in which the TaskWorker and the CentralActor computed, on the clock of
     the driver's task stamps. Every task's window holds some; the next task's training, queued behind a task's
     evaluation, runs across the window's end (so a sum of the calls' seconds per task could exceed its window)."""
     from imlca.bench.environment import TINY, experiment_tree

@@ -10,7 +10,7 @@ import pytest
 from imlca.config import load_config
 from imlca.orchestration.ray_step import run_distributed
 
-from conftest import TINY, tiny_overrides
+from conftest import TINY, tiny_family_overrides
 
 
 def actor_pids(name: str) -> list[int]:
@@ -32,9 +32,9 @@ def kill(pid: int) -> None:
     psutil.Process(pid).wait(timeout=30) if psutil.pid_exists(pid) else None
 
 
-@pytest.fixture(scope="module")
-def undisturbed(tiny_run):
-    return tiny_run  # the session's in-process run of the same config
+@pytest.fixture
+def undisturbed(family_run):
+    return family_run  # (family, the session's in-process run of the same config)
 
 
 def test_task_worker_killed_mid_task(ray_cluster, undisturbed, tmp_path):
@@ -56,10 +56,12 @@ def test_task_worker_killed_mid_task(ray_cluster, undisturbed, tmp_path):
         else:
             seen_after.extend(actor_pids("TaskWorker"))
 
-    result = run_distributed(load_config(TINY, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
+    family, reference = undisturbed
+    result = run_distributed(load_config(TINY, tiny_family_overrides(family)), on_task=on_task,
+                             checkpoint_dir=tmp_path)
     assert killed, "the TaskWorker was never caught mid-task"
     assert seen_after and killed[0] not in seen_after  # a new worker process finished the run
-    assert result.acc == undisturbed.acc
+    assert result.acc == reference.acc
 
 
 def test_merge_actor_killed_between_tasks(ray_cluster, undisturbed, tmp_path):
@@ -67,11 +69,13 @@ def test_merge_actor_killed_between_tasks(ray_cluster, undisturbed, tmp_path):
 
     def on_task(report):
         if report["task"] == 0:
-            (pid,) = actor_pids("MergeActor")
+            (pid,) = actor_pids("CentralActor")
             killed.append(pid)
             kill(pid)
 
-    result = run_distributed(load_config(TINY, tiny_overrides()), on_task=on_task, checkpoint_dir=tmp_path)
+    family, reference = undisturbed
+    result = run_distributed(load_config(TINY, tiny_family_overrides(family)), on_task=on_task,
+                             checkpoint_dir=tmp_path)
     assert killed
-    assert result.acc == undisturbed.acc
-    assert [r["avg_acc"] for r in result.reports] == [r["avg_acc"] for r in undisturbed.reports]
+    assert result.acc == reference.acc
+    assert [r["avg_acc"] for r in result.reports] == [r["avg_acc"] for r in reference.reports]

@@ -159,7 +159,7 @@ def test_a_trial_resumes_from_s3_on_another_node_after_its_node_is_lost(two_node
         # from scratch, as it should, and never printed the resume line.)
         uploading = wait_for_checkpoint(s3, f"{run}/", 1, job)
         assert uploading < 2, "the trial reached its last task before its node could be lost"
-        two_nodes.lose_worker()  # SIGKILL to the node's session: its raylet, the trial, TaskWorker, MergeActor
+        two_nodes.lose_worker()  # SIGKILL to the node's session: its raylet, the trial, TaskWorker, CentralActor
         two_nodes.add_worker()  # a new node, with an empty temp dir: only the bucket holds the trial's state
         output, _ = job.communicate(timeout=JOB_TIMEOUT_S)
     finally:

@@ -219,6 +219,34 @@ def imported(cfg, assets):
     return done.stdout.strip()
 
 
+def slca_training(cfg, assets):
+    """SLCA's task 0 trained from the initial backbone: the epoch losses, the whole backbone, the head."""
+    from imlca.engine.slca_runner import SLCARunner
+
+    runner = SLCARunner(cfg)
+    out = runner.train(0, runner.theta0())
+    return {"losses": out.losses, "backbone": out.adapter, "head": out.head}
+
+
+def slca_aligned(cfg, assets):
+    """SLCA's central state through three tasks of 2, 3 and 3 classes (fixed heads and statistics, no images):
+    each task's aligned heads and alignment loss."""
+    from imlca.core.gaussian_bank import GaussianBank
+    from imlca.engine.slca_state import SLCAState
+    from imlca.engine.task_output import TaskOutput
+
+    gen, dim, rows = torch.Generator().manual_seed(0), 8, []
+    state = SLCAState(cfg, {"w": torch.zeros(1)}, dim)
+    for task, (lo, hi) in enumerate([(0, 2), (2, 5), (5, 8)]):
+        bank = GaussianBank(dim)
+        labels = torch.arange(lo, hi).repeat_interleave(6)
+        bank.update(torch.randn(len(labels), dim, generator=gen, dtype=torch.float64) + labels[:, None], labels)
+        head = torch.randn(hi - lo, dim + 1, generator=gen) * 0.1
+        _, heads = state.integrate(TaskOutput(task, {"w": torch.zeros(1)}, head, bank.state_dict(), [0.5]))
+        rows.append((torch.cat(heads["slca"]), state.align_loss["slca"]["loss"][-1]))
+    return rows
+
+
 def ray_request(cfg, assets):
     """What a TaskWorker (and a Tune trial's bundle) asks Ray for."""
     return cfg.resources.ray_resources()
@@ -239,7 +267,9 @@ C_DIR, P_DIR = {"robustness.corruptions_dir": "{tmp}/c"}, {"robustness.perturbat
 FOLDER_A = {"data.root": "{tmp}/folder_a", "data.task_sizes": [2, 2, 2]}  # synthetic's own split
 LITE0 = {"model.backbone": "tf_efficientnet_lite0", "data.image_size": 32}
 MLFLOW = {"tracking.uri": "sqlite:///{tmp}/a.db"}
-TWO_EPOCHS = {"train.epochs": 2}  # half tiny's training; the cosine schedule still moves from lr towards min_lr
+TWO_EPOCHS = {"train.epochs": 2}
+SLCA = {"align.method": "slca", "align.compare": [], "train.epochs": 2, "slca.milestones": [1]}
+SLCA_CA = {"align.method": "slca", "align.compare": [], "slca.ca_samples_per_class": 8, "slca.ca_epochs": 2}  # half tiny's training; the cosine schedule still moves from lr towards min_lr
 
 
 def both_pipelines(value: Any, context: dict | None = None) -> tuple[Effect, Effect]:
@@ -314,6 +344,16 @@ EFFECTS: dict[str, Effect | tuple[Effect, ...]] = {  # a tuple: the key checked 
     "resources.memory_gb": Effect(1.0, ray_request),
     "tracking.uri": Effect("sqlite:///{tmp}/b.db", tracked, MLFLOW, slow=True),
     "tracking.experiment": Effect("other", tracked, MLFLOW, slow=True),
+    "slca.backbone_lr_scale": Effect(0.1, slca_training, SLCA),
+    "slca.milestones": Effect([], slca_training, SLCA),
+    "slca.lr_decay": Effect(0.5, slca_training, SLCA),
+    # a checkpoint's norm (timm's random init is already weight 1, bias 0)
+    "slca.fresh_final_norm": Effect(True, slca_training, {**SLCA, "model.checkpoint": "{tmp}/backbone.safetensors"}),
+    "slca.ca_epochs": Effect(1, slca_aligned, SLCA_CA),
+    "slca.ca_lr": Effect(0.05, slca_aligned, SLCA_CA),
+    "slca.ca_samples_per_class": Effect(4, slca_aligned, SLCA_CA),
+    "slca.logit_norm_temperature": Effect(None, slca_aligned, SLCA_CA),
+    "slca.true_task_ids": Effect(True, slca_aligned, SLCA_CA),
 }
 
 

@@ -47,14 +47,17 @@ def test_peft_loads_the_exported_adapter_and_reproduces_test_accuracy(tmp_path):
     assert [float(v) for v in row] == pytest.approx(result.acc[cfg.align.method][-1], abs=1e-4)
 
 
-@pytest.mark.parametrize("space", ["factors", "delta"])
+@pytest.mark.parametrize("space", ["factors", "delta", "slca"])
 def test_load_and_predict_name_every_test_image_as_the_run_scored_it(tmp_path, space, capsys):
-    """All test images as PNG files → class names → per-task accuracy equals the run's last accuracy row."""
+    """All test images as PNG files → class names → per-task accuracy equals the run's last accuracy row (IM in
+    both merge spaces; the slca family: its whole backbone and affine heads)."""
     from torchvision.transforms.functional import to_pil_image
 
-    cfg, result, folder = finished_run(tmp_path, **{"merge.space": space})
-    if space == "delta":
+    cfg, result, folder = finished_run(tmp_path, **({"align.method": "slca"} if space == "slca" else
+                                                    {"merge.space": space}))
+    if space != "factors":
         assert (folder / "backbone.safetensors").is_file() and not (folder / "adapter").exists()
+    assert ("bias" in load_file(str(folder / "head.safetensors"))) == (space == "slca")
     model = imlca.load(tmp_path)
     assert json.loads((folder / "classes.json").read_text()) == model.classes == [f"class {c}" for c in
                                                                                  TaskRunner(cfg).benchmark.split.order]

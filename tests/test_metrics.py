@@ -77,3 +77,17 @@ def test_task_accuracies_errors():
         task_accuracies(torch.tensor([0, 1]), torch.tensor([0, 1]), [(0, 2), (6, 8)])
     with pytest.raises(ValueError, match="must be \\[N\\]"):
         task_accuracies(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), [(0, 2)])
+
+
+def test_sample_weighted_average_accuracy_is_pilots():
+    """LAMDA-PILOT's Ā weighs each task's accuracy by its test samples: step 1 is (10·90 + 30·50) / 40 = 60, so
+    Ā = (80 + 60) / 2 = 70 where the task-balanced Ā is (80 + 70) / 2 = 75; equal counts give the same number."""
+    from imlca.core.metrics import average_incremental_accuracy_weighted, task_counts
+
+    acc = [[80.0], [90.0, 50.0]]
+    assert average_incremental_accuracy_weighted(acc, [10, 30]) == 70.0
+    assert average_incremental_accuracy(acc) == 75.0
+    assert average_incremental_accuracy_weighted(acc, [20, 20]) == 75.0
+    with pytest.raises(ValueError, match="counts"):
+        average_incremental_accuracy_weighted(acc, [10])
+    assert task_counts(torch.tensor([0, 1, 1, 2, 3, 3, 3]), [(0, 2), (2, 4)]) == [3, 4]

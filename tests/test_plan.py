@@ -335,3 +335,30 @@ def test_the_planned_memory_of_a_grouped_trial_is_within_20_percent_of_its_measu
     # ≈ 1.86 GB measured here, 1.64 GB planned: the factors alone (315 MB) left out would miss by 30%
     assert abs(planned / measured["peak_bytes"] - 1) <= 0.2, (planned, measured)
     assert measured["start_bytes"] < PROCESS_BYTES * 1.2  # what a trial's imports take, as the plan counts them
+
+
+def test_the_probe_prices_slca_with_its_whole_backbone_and_its_own_alignment(tmp_path):
+    """SLCA's figures are its own (key suffix `slca`): the probe counts every backbone parameter as trained, its
+    CA is timed at 256 samples per class, and the plan names what a task trains and what the centre holds."""
+    from imlca.config import load_config
+    from imlca.models.model import build_full_model
+    from imlca.planning.probe import run_probe
+
+    figures = tiny_figures(tmp_path)
+    slca = {"align.method": "slca", "align.compare": [], "slca.ca_epochs": 2, "slca.ca_samples_per_class": 16}
+    work = workload(load_sweep(write_sweep(tmp_path, set=slca)))
+    assert work.trials[0].alignments == 1  # one CA after each task from the second on
+    run_probe(work, Device("cpu", 1, 1), figures, say=lambda line: None)
+    stored = Figures(tmp_path / "probes.json")
+    key = model_key(work.trials[0].cfg, Device("cpu", 1, 1))
+    assert key.endswith("|slca")
+    model = stored.get("models", key)
+    backbone = build_full_model(load_config(TINY)).backbone
+    assert model["trainable_params"] == sum(p.numel() for p in backbone.parameters())  # the whole backbone
+    assert model["backbone_bytes"] == sum(t.numel() * t.element_size() for t in backbone.state_dict().values())
+    assert sorted(stored.get("align", "32|16|1|slca")["per_batch_s"]) == ["4", "6"]
+    plan = make_plan(work, local_cluster({"CPU": 2.0}, "cpu"), stored, "cpu")
+    assert plan.chosen.costs[0].parts["alignment"] > 0
+    assert plan.notes == [f"slca: a task trains {model['trainable_params'] / 1e6:.2f}M parameters (probed); the "
+                          f"centre holds weights of {model['backbone_bytes'] / 2**20:.0f} MiB + Gaussians of 0 MiB "
+                          "(6 classes × 32²) after the last task"]

@@ -10,7 +10,7 @@ from imlca.engine.checkpoint import latest_checkpoint, load_checkpoint
 from imlca.engine.protocol import run_protocol
 from imlca.errors import CheckpointError
 
-from conftest import TINY, tiny_overrides
+from conftest import TINY, tiny_family_overrides, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,9 @@ def test_same_seed_same_numbers_other_seed_other_order(reference):
 
 
 @pytest.mark.parametrize("stop_after", [0, 1])
-def test_resume_after_each_task_is_bit_identical(reference, tmp_path, stop_after):
-    cfg = load_config(TINY, tiny_overrides())
+def test_resume_after_each_task_is_bit_identical(family_run, tmp_path, stop_after):
+    family, reference = family_run
+    cfg = load_config(TINY, tiny_family_overrides(family))
 
     class Killed(Exception):
         pass

@@ -28,10 +28,14 @@ def test_report_means_and_stds_over_seeds(tracker, capsys):
     # im: mean(90, 92) = 91, sample std = sqrt(((90-91)^2 + (92-91)^2) / 1) = 1.414
     assert lines[2] == "| cifar100 | ties | IM | 2 |  91.00 ± 1.41 |  81.00 ± 1.41 |   6.00 ± 1.41 |"
     paper = format_paper(table)
-    cifar = next(line for line in paper if line.startswith("cifar100"))
-    # IM: 91.00 - 92.82 = -1.82; IM+LCA: 94.5 - 94.80 = -0.30; IM+CA: no runs
-    assert "-1.82" in cifar and "-0.30" in cifar and "94.00" in cifar
-    assert cifar.count("±") == 2
+    cifar = {line.split()[1]: line for line in paper if line.startswith("cifar100 ")}
+    # a row per method recorded: ours (mean ± std), recorded (mean ± std where more than one run), diff
+    assert list(cifar) == ["IM", "IM+CA", "IM+LCA", "SLCA", "EASE", "MOS"]
+    assert cifar["IM"].split() == ["cifar100", "IM", "91.00", "±", "1.41", "92.82", "-1.82"]  # 91.00 - 92.82
+    assert cifar["IM+LCA"].split()[2:] == ["94.50", "±", "0.71", "94.80", "-0.30"]
+    assert cifar["IM+CA"].split()[2:] == ["not", "run", "94.00"]
+    assert cifar["SLCA"].split()[2:] == ["not", "run", "93.70", "±", "0.33"]
+    assert cifar["MOS"].split()[2:] == ["not", "run", "94.29", "±", "0.31"]
 
 
 def test_paper_report_uses_the_authors_forgetting(tracker):
@@ -39,10 +43,10 @@ def test_paper_report_uses_the_authors_forgetting(tracker):
     log_run(tracker, "cub", 1993, {"im_lca": (90.0, 85.0, -1.0, 4.0)})
     log_run(tracker, "cub", 1994, {"im_lca": (91.0, 86.0, 0.0, 6.0)})
     paper = format_paper(collect(tracker))
-    cub = [line for line in paper if line.startswith("cub")]
-    assert len(cub) == 2 and "90.50 ± 0.71" in cub[0]  # Ā, then forgetting
-    # authors': mean(4, 6) = 5, sample std = sqrt(2) = 1.41; IM and IM+CA have no runs
-    assert cub[1].split() == ["cub", "-", "-", "5.00", "±", "1.41"]
+    cub = [line for line in paper if line.startswith("cub ")]
+    assert len(cub) == 7 and "90.50 ± 0.71" in cub[2]  # Ā of IM+LCA, then the second table
+    # authors': mean(4, 6) = 5, sample std = sqrt(2) = 1.41; no sample-weighted Ā logged by these runs
+    assert cub[6].split() == ["cub", "IM+LCA", "-", "5.00", "±", "1.41"]
 
 
 def test_an_experiment_created_meanwhile_by_another_process_is_used(tracker):

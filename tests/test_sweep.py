@@ -25,6 +25,7 @@ def test_two_trial_sweep_is_tracked(smoke_sweep, tmp_path):
         assert run.data.tags[PARENT_TAG] == parent.info.run_id
         assert run.info.status == "FINISHED"
         assert run.data.params["data.benchmark"] == "synthetic" and run.data.params["lora.rank"] == "4"
+        assert run.data.params["family"] == "im" and run.data.tags["family"] == "im"
         assert {k: run.data.tags[k] for k in ("benchmark", "method", "merge_rule", "seed")} == {
             "benchmark": "synthetic", "method": "im_lca", "merge_rule": "ties", "seed": "1993"}
         assert len(run.data.tags["git_commit"]) in (40, 7) or run.data.tags["git_commit"] == "unknown"

@@ -4,7 +4,7 @@ backbones) in `imlca.registries`, imported in every process that runs part of a 
 Two ways name a plugin: the config's `plugins:` list of module names, and the `imlca.plugins` entry-point group of
 installed distributions (`[project.entry-points."imlca.plugins"]`: `name = "module"` or `"module:function"`, the
 function called with no arguments). Both are loaded wherever an `ExperimentConfig` is built from its tree (the
-driver, a Tune trial, the TaskWorker and the central MergeActor), before its sections check names against the
+driver, a Tune trial, the TaskWorker and the CentralActor), before its sections check names against the
 registries, so a name registered by a plugin is valid in every process that has the plugin's code. A process
 without it (the module not shipped to the cluster) stops with one line naming the module and the process.
 """
@@ -32,7 +32,7 @@ class PluginError(UserError):
 
 
 def set_role(role: str) -> None:
-    """Name this process in plugin errors ("Tune trial", "TaskWorker", "MergeActor (central actor)")."""
+    """Name this process in plugin errors ("Tune trial", "TaskWorker", "CentralActor")."""
     global _role
     _role = role
 

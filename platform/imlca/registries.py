@@ -149,6 +149,7 @@ ALIGN_LOSSES = Registry("alignment loss", {
 class MethodSpec:
     label: str  # as the paper's tables write it
     loss: str | None  # a name of ALIGN_LOSSES; None: heads stay as trained. "ce" aligns with λ = 0, others with λ
+    family: str = "im"  # a name of FAMILIES: the methods of one family share a run (one trajectory)
 
     def lam(self, configured: float) -> float | None:
         return None if self.loss is None else (0.0 if self.loss == "ce" else configured)
@@ -158,7 +159,34 @@ METHODS = Registry("method", {
     "im": MethodSpec("IM", None),
     "im_ca": MethodSpec("IM+CA", "ce"),  # plain cross-entropy on sampled features, SLCA-style
     "im_lca": MethodSpec("IM+LCA", "lca"),
+    "slca": MethodSpec("SLCA", None, family="slca"),  # its own alignment (CA with logit norm), in its family
 })
+
+# --- method families (engine/family.py: the five slots a family fills) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    label: str
+    worker: str  # "module:Class" built on the worker: trains a task, evaluates (engine/family.py `Worker`)
+    central: str  # "module:Class" of the central state: integrates a task, keeps the run (`Central`)
+    description: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.worker
+
+
+FAMILIES = Registry("method family", {
+    "im": FamilySpec("IM", "imlca.engine.runner:TaskRunner", "imlca.engine.state:MergeState",
+                     "LoRA per task merged into one backbone; IM, IM+CA, IM+LCA differ only in their heads"),
+    "slca": FamilySpec("SLCA", "imlca.engine.slca_runner:SLCARunner", "imlca.engine.slca_state:SLCAState",
+                       "the whole backbone at lr/100, heads aligned on Gaussians with logit norm (Zhang et al.)"),
+})
+
+
+def family_of(method: str) -> str:
+    return METHODS[method].family
 
 # --- sweeps (orchestration/tune_sweep.py) -----------------------------------------------------------------------
 

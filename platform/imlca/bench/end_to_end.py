@@ -2,7 +2,7 @@
 
 One embedded-size run (the embedded default's model, Lite0 with LoRA r=8 at 64 px, on the synthetic images: 3
 tasks of 8 epochs, about a minute; 3 epochs in `--quick`) through the platform, `run_distributed` (a TaskWorker
-and a MergeActor, a checkpoint after every task, actor start-up included; the Ray cluster is up beforehand, as on a
+and a CentralActor, a checkpoint after every task, actor start-up included; the Ray cluster is up beforehand, as on a
 warm cluster), against the same computation as a bare script: a new Python process running `run_protocol` without
 checkpoints (the torch + peft loop with nothing around it), its interpreter start and imports included as the
 actors' are, with as many torch threads as the TaskWorker holds CPUs. Both sides get the same cores: this process
@@ -15,7 +15,7 @@ sides alternate, REPEATS runs each; the accuracy matrices must agree.
   in which neither actor computed, as a fraction of the time in which one did: each task's window on the driver
   (from the previous task's report to its own) less the part of it covered by the union of the two actors' busy
   intervals (their calls that train, evaluate, merge + align, record; on the wall clock every process of the node
-  reads). The union, because the actors overlap: the next task trains while the MergeActor records the last one.
+  reads). The union, because the actors overlap: the next task trains while the CentralActor records the last one.
   The hand-offs, serialisation, scheduling, driver round trips and any checkpoint write that nothing computes
   beside fall in it; a slower computation inside an actor does not (that is `lora_worker`'s and `end_to_end`'s).
   Beside it, the platform's task time against the bare process's (`vs_in_process`), not judged.

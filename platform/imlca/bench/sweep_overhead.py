@@ -2,7 +2,7 @@
 
 One sweep of n trials one at a time (`launch_sweep`, MLflow in a sqlite file; Tune's max_concurrent_trials=1, so
 no trial hides behind another on the second core), timed on the driver from one trial's completion to the next:
-trials 2..n, each on the trial process, placement group, TaskWorker and MergeActor kept from the trial before.
+trials 2..n, each on the trial process, placement group, TaskWorker and CentralActor kept from the trial before.
 The figure, one value per warm trial: its cycle less the same run in this process (`run_protocol`, as many threads
 as the TaskWorker holds CPUs; the median of its repeats): what a trial costs beyond its computation. Trial 1 (Tune's start-up, new actor processes
 importing torch, timm and peft) is reported as `first_trial`, outside the figure.

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set align.lam=0.2 (repeatable)")
     p.add_argument("--out", help="output folder (default: <output_dir>/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last task checkpoint")
-    p.add_argument("--distributed", action="store_true", help="run on Ray (TaskWorker + MergeActor)")
+    p.add_argument("--distributed", action="store_true", help="run on Ray (TaskWorker + CentralActor)")
     p.add_argument("--track", action="store_true", help="log the run to MLflow")
 
 
@@ -121,7 +121,8 @@ def execute(args: argparse.Namespace) -> int:
     if tracked is not None:
         tracked.finish(write)
     print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors, "
-          f"model/ (peft adapter, head, class names: imlca predict {out} IMAGE)")
+          f"model/ ({'backbone' if cfg.align.family == 'slca' else 'peft adapter'}, head, class names: "
+          f"imlca predict {out} IMAGE)")
     return 0
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from imlca.config.slca import SLCAConfig
 from imlca.config.loading import (choose, config_path, described, flatten, folder_name, from_dict, parse_override,
                                   read_config_tree, require, set_dotted, to_dict)
 from imlca.errors import ConfigError
 from imlca.plugins import check_names, load_plugins
-from imlca.registries import ALIGN_LOSSES, BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS
+from imlca.registries import ALIGN_LOSSES, BACKBONES, BENCHMARKS, MERGE_RULES, MERGE_SPACES, METHODS, family_of
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -203,9 +204,16 @@ class AlignConfig:
                 f"must be > 0 or null (null: no logit normalisation; got {self.logit_norm_temperature})")
 
     @property
+    def family(self) -> str:
+        """The run's method family (registries.FAMILIES): what its tasks train and what the centre keeps."""
+        return family_of(self.method)
+
+    @property
     def methods(self) -> list[str]:
-        """The run's method first, then the comparisons, without repeats."""
-        return list(dict.fromkeys([self.method, *self.compare]))
+        """The run's method first, then the comparisons of its family (they share its trajectory; another
+        family's need a run of their own), without repeats."""
+        same = [m for m in self.compare if family_of(m) == self.family]
+        return list(dict.fromkeys([self.method, *same]))
 
 
 @dataclass
@@ -277,10 +285,19 @@ class ExperimentConfig:
     robustness: RobustnessConfig = described(factory=RobustnessConfig, doc="robustness after the last task")
     resources: ResourcesConfig = described(factory=ResourcesConfig, doc="what each TaskWorker holds on Ray")
     tracking: TrackingConfig = described(factory=TrackingConfig, doc="MLflow tracking")
+    slca: SLCAConfig = described(factory=SLCAConfig, doc="SLCA's own settings (read by the slca family only)")
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
         folder_name(self.name, "name")
+        family = self.align.family
+        if family != "slca" and self.slca != SLCAConfig():
+            changed = next(k for k in vars(self.slca) if getattr(self.slca, k) != getattr(SLCAConfig(), k))
+            raise ConfigError(f"slca.{changed}", f"is a setting of the slca family, but align.method is "
+                              f"{self.align.method} (family {family}); remove it or set align.method=slca")
+        require(not (family == "slca" and self.slca.fresh_final_norm and not BACKBONES[self.model.backbone].sized),
+                "slca.fresh_final_norm", f"needs a ViT (a final LayerNorm); {self.model.backbone} has none: set "
+                "it to false")
 
     @staticmethod
     def prepare_tree(tree: dict) -> None:
@@ -300,6 +317,7 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+FAMILY_SECTIONS = ("slca",)  # config sections read by one method family only
 # keys that change where or how a run executes, not what it computes
 NOT_IN_FINGERPRINT = ("name", "output_dir", "plugins", "tracking.", "resources.", "data.root",
                       "data.num_workers", "data.cache_dir", "train.device", "train.channels_last", "train.compile")
@@ -310,5 +328,8 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     import hashlib
     import json
 
-    shaping = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_IN_FINGERPRINT)}
+    # another family's section is at its defaults (ExperimentConfig refuses it otherwise): left out, so a run's
+    # fingerprint does not change when a family is added
+    others = tuple(f"{family}." for family in FAMILY_SECTIONS if family != cfg.align.family)
+    shaping = {k: v for k, v in flatten(cfg).items() if not k.startswith(NOT_IN_FINGERPRINT + others)}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

@@ -153,6 +153,9 @@ class Sweep:
                     "metric", f"{self.cfg.metric} needs a validation split: set data.val_fraction > 0")
             require(not (self.cfg.cached and cfg.robustness.enabled), "robustness", "a cached trajectory holds "
                     "features, not images; run robustness without align_space / trajectory_cache")
+            require(not (self.cfg.cached and cfg.align.family != "im"), "align.method", f"{cfg.align.method} "
+                    f"(family {cfg.align.family}) has no IM trajectory to cache; sweep it without align_space / "
+                    "trajectory_cache")
 
 
 def confirmation(sweep: Sweep, best: dict[str, Any], name: str, storage_root: str) -> Sweep:

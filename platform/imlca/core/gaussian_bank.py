@@ -90,14 +90,16 @@ class GaussianBank:
     def means(self, classes: list[int]) -> Tensor:
         return torch.stack([self.mean(c) for c in classes]).float()  # [K, D]
 
-    def sample(self, classes: list[int], n_per_class: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """n_per_class draws from N(μ_c, Σ_c) per class, class by class in the order given.
+    def sample(self, classes: list[int], n_per_class: int, generator: torch.Generator,
+               mean_scale: list[float] | None = None) -> tuple[Tensor, Tensor]:
+        """n_per_class draws from N(μ_c, Σ_c) per class, class by class in the order given; with `mean_scale`
+        (one factor per class) from N(s_c·μ_c, Σ_c) (SLCA's mean shrink).
 
         Returns features float32 [K·n, D] and labels int64 [K·n] (the class ids).
         """
         out = torch.empty(len(classes) * n_per_class, self.dim)
         for k, c in enumerate(classes):
-            factor, mu = self._cholesky(c), self.mean(c)  # [D, D], [D]
+            factor, mu = self._cholesky(c), self.mean(c) * (1.0 if mean_scale is None else mean_scale[k])
             eps = torch.randn(n_per_class, self.dim, generator=generator, dtype=_F64)  # [n, D]
             out[k * n_per_class : (k + 1) * n_per_class] = torch.addmm(mu, eps, factor.T)  # μ + L ε, row-wise
         labels = torch.tensor(classes, dtype=torch.int64).repeat_interleave(n_per_class)

@@ -39,6 +39,21 @@ def average_incremental_accuracy(acc: AccuracyMatrix) -> float:
     return sum(averages) / len(averages)
 
 
+def average_incremental_accuracy_weighted(acc: AccuracyMatrix, counts: Sequence[int]) -> float:
+    """LAMDA-PILOT's Ā: mean over steps t of the sample-weighted accuracy on every seen class,
+    Σ_j n_j·a[t][j] / Σ_j n_j, with n_j = `counts[j]` test samples of task j (equals Ā on balanced splits)."""
+    rows = _rows(acc)
+    if len(counts) < len(rows) or min(counts[: len(rows)], default=1) < 1:
+        raise ValueError(f"counts {list(counts)} must give >= 1 sample for each of the {len(rows)} tasks")
+    steps = [sum(n * a for n, a in zip(counts, row)) / sum(counts[: len(row)]) for row in rows]
+    return sum(steps) / len(steps)
+
+
+def task_counts(targets: Tensor, task_bounds: list[tuple[int, int]]) -> list[int]:
+    """Samples per task: targets (class positions) [N] in each [lo, hi)."""
+    return [int(((targets >= lo) & (targets < hi)).sum()) for lo, hi in task_bounds]
+
+
 def last_accuracy(acc: AccuracyMatrix) -> float:
     """A_T, the average accuracy after the last task."""
     return _task_averages(_rows(acc))[-1]

@@ -1,5 +1,6 @@
 """What a finished run leaves for people: resolved config, results, accuracy matrices as CSV, final adapter and
-heads as safetensors. Written from a run's result or from its last task checkpoint (same files either way)."""
+heads as safetensors (`adapter.safetensors`: the run's final weights, SLCA's whole backbone). Written from a run's
+result or from its last task checkpoint (same files either way)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from safetensors.torch import save_file
 
 from imlca.config import ExperimentConfig, save_config, to_dict
 from imlca.core.metrics import summary
-from imlca.engine.state import MergeState
+from imlca.engine.family import central_class
 
 if TYPE_CHECKING:
     from imlca.engine.protocol import RunResult
@@ -50,5 +51,5 @@ def write_run(out_dir: Path, cfg: ExperimentConfig, result: RunResult) -> None:
 
 def export_checkpoint(folder: Path, cfg: ExperimentConfig, out_dir: Path) -> None:
     """Artifacts of the run whose latest task checkpoint is `folder`."""
-    state = MergeState.from_checkpoint(cfg, folder)
-    write_artifacts(out_dir, cfg, state.acc, state.merged, state.heads)
+    state = central_class(cfg).from_checkpoint(cfg, folder)
+    write_artifacts(out_dir, cfg, state.acc, *state.final())

@@ -6,9 +6,11 @@ Folder layout (`model/` of a run's outputs):
   model.json                    timm name, how to rebuild the backbone, image size, normalisation, merge space
   adapter/adapter_config.json   peft LoraConfig         } `merge.space: factors`: the merged LoRA factors,
   adapter/adapter_model.safetensors                     } loadable with PeftModel.from_pretrained(backbone, ...)
-  backbone.safetensors          `merge.space: delta`: the timm state dict with the merged ΔW folded into W0
+  backbone.safetensors          `merge.space: delta`: the timm state dict with the merged ΔW folded into W0;
+                                the slca family: its whole fine-tuned backbone
   layer_norm.safetensors        the merged LayerNorm after the pooled features (when the run trains one)
-  head.safetensors              `weight` [C, D]: the method's heads, rows in class-order positions
+  head.safetensors              `weight` [C, D]: the method's heads, rows in class-order positions (+ `bias` [C]
+                                for the slca family's affine heads)
   classes.json                  the class name of every row of `weight`
 The backbone's base weights are not copied: they are rebuilt as the run built them (timm + the configured
 weights, or the seeded random init), so a folder stays as small as the adapter.
@@ -94,7 +96,10 @@ def export_model(out_dir: Path, cfg: ExperimentConfig, merged: Tensors, heads: l
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     lora = {k: v for k, v in merged.items() if not k.startswith((LN_PREFIX, DELTA_PREFIX))}
-    if cfg.merge.space == "delta":
+    space = "backbone" if cfg.align.family == "slca" else cfg.merge.space  # what the folder's weights are
+    if space == "backbone":
+        save_file({k: v.contiguous() for k, v in merged.items()}, str(folder / "backbone.safetensors"))
+    elif space == "delta":
         save_file({k: v.contiguous() for k, v in folded_backbone(cfg, merged).items()},
                   str(folder / "backbone.safetensors"))
     else:
@@ -105,11 +110,13 @@ def export_model(out_dir: Path, cfg: ExperimentConfig, merged: Tensors, heads: l
     if layer_norm:
         save_file(layer_norm, str(folder / "layer_norm.safetensors"))
     weight = torch.cat(heads).contiguous()
-    save_file({"weight": weight}, str(folder / "head.safetensors"))
+    head = {"weight": weight[:, :-1].contiguous(), "bias": weight[:, -1].contiguous()} if space == "backbone" \
+        else {"weight": weight}
+    save_file(head, str(folder / "head.safetensors"))
     (folder / "classes.json").write_text(json.dumps(class_names))
     spec = BACKBONES[cfg.model.backbone]
     info = {"timm_name": spec.timm_name, "backbone": cfg.model.backbone, "image_size": cfg.data.image_size,
-            "merge_space": cfg.merge.space, "num_classes": int(weight.shape[0]), "config": _config_tree(cfg)}
+            "merge_space": space, "num_classes": int(weight.shape[0]), "config": _config_tree(cfg)}
     (folder / "model.json").write_text(json.dumps(info, indent=1))
     return folder
 
@@ -151,7 +158,7 @@ class ExportedModel(torch.nn.Module):
         folder = Path(folder)
         info, self.cfg = read_model_info(folder)
         backbone = fresh_backbone(self.cfg)
-        if info["merge_space"] == "delta":
+        if info["merge_space"] in ("delta", "backbone"):
             backbone.load_state_dict(load_file(str(folder / "backbone.safetensors")))
         else:
             backbone = PeftModel.from_pretrained(backbone, str(folder / "adapter")).base_model.model
@@ -161,7 +168,8 @@ class ExportedModel(torch.nn.Module):
         if ln_file.is_file():
             self.ln = torch.nn.LayerNorm(self.backbone.num_features)
             self.ln.load_state_dict(load_file(str(ln_file)))
-        self.head = load_file(str(folder / "head.safetensors"))["weight"]
+        head = load_file(str(folder / "head.safetensors"))
+        self.head, self.bias = head["weight"], head.get("bias")
         self.classes = json.loads((folder / "classes.json").read_text())
         self.transform = _transform(self.cfg, self.backbone)
 
@@ -169,7 +177,8 @@ class ExportedModel(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] transformed images → logits [B, C] in class-order positions."""
         pooled = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
-        return self.ln(pooled) @ self.head.T
+        logits = self.ln(pooled) @ self.head.T
+        return logits if self.bias is None else logits + self.bias
 
     def predict(self, images) -> list[str]:
         """PIL images or paths → class names."""

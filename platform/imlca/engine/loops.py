@@ -36,13 +36,25 @@ def train_task(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
     model.train_adapters()
+    return run_epochs(model, head, loader, offset, cfg, device, optimizer, schedule, on_epoch)
+
+
+Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (features [B, D], head) → logits [B, n_t]
+
+
+def run_epochs(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, offset: int, cfg: TrainConfig,
+               device: torch.device, optimizer: torch.optim.Optimizer, schedule, on_epoch=None,
+               logits_of: Logits = lambda features, head: features @ head.T) -> list[float]:
+    """cfg.epochs epochs of cross-entropy over the new head only (labels − offset), the schedule stepped per
+    epoch, the model in the mode the caller set; → the mean loss of each epoch (DivergenceError on a non-finite
+    one, naming the epoch)."""
     losses = []
     for epoch in range(cfg.epochs):
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
         for images, targets in loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with autocast(device, cfg.precision):
-                logits = model.features(images) @ head.T  # [B, D] @ [D, n_t] → [B, n_t]
+                logits = logits_of(model.features(images), head)  # [B, n_t]
             loss = F.cross_entropy(logits.float(), targets - offset)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,7 +1,8 @@
 """`run_protocol`: the class-incremental sequence — the one loop every way of running it goes through.
 
-Per task t: train LoRA + new head from the merged adapter → statistics of the new classes → merge → align every
-method's heads → evaluate on all seen tasks (DESIGN §1). The loop owns resume, robustness after the last task, the
+Per task t: the family's worker trains the task from what the centre holds (IM: LoRA + new head from the merged
+adapter) → the centre integrates it (IM: merge + align every method's heads) → the worker evaluates on all seen
+tasks (engine/family.py names the slots). The loop owns resume, robustness after the last task, the
 per-task checkpoint and `on_task`; a *step* owns where the task's work runs and how its tensors travel: `LocalStep`
 runs it in this process, `imlca.orchestration.ray_step.RayStep` on Ray actors (as accelerate supplies the
 distributed context around one training loop). The two cannot drift apart: there is one loop.
@@ -32,7 +33,7 @@ class RunResult:
     summary: dict[str, dict[str, float]]  # method → avg_acc, last_acc, forgetting
     reports: list[dict] = field(default_factory=list)  # the flat metrics after each task
     seconds: float = 0.0
-    merged: Tensors = field(default_factory=dict, repr=False)  # the final merged adapter
+    merged: Tensors = field(default_factory=dict, repr=False)  # the final weights (IM: merged adapter)
     heads: Heads = field(default_factory=dict, repr=False)  # method → final heads
 
 
@@ -42,45 +43,44 @@ class Step(Protocol):
 
     def resume(self) -> list[dict]: ...  # load the latest checkpoint; reports of the tasks it holds
 
-    def run_task(self, task: int) -> dict: ...  # train → merge + align → evaluate → record; the task's report
+    def run_task(self, task: int) -> dict: ...  # train → integrate → evaluate → record; the task's report
 
-    def robustness(self) -> dict[str, float]: ...  # every method on the current merged backbone
+    def robustness(self) -> dict[str, float]: ...  # every method on the current weights
 
-    def save(self, task: int) -> None: ...  # checkpoint the merge state after `task`
+    def save(self, task: int) -> None: ...  # checkpoint the central state after `task`
 
-    def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]: ...  # accuracy, merged adapter, heads
+    def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]: ...  # accuracy, weights, heads
 
     def close(self) -> None: ...
 
 
 class LocalStep:
-    """Everything in this process: a TaskRunner (model, data, device) and the MergeState."""
+    """Everything in this process: the family's worker (model, data, device) and its central state."""
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: Path | None,
                  on_epoch: Callable[[int, int, float], None] | None = None):  # (task, epoch, training loss)
-        from imlca.engine.runner import TaskRunner  # the heavy side: timm, peft, the data loaders
-        from imlca.engine.state import MergeState
+        from imlca.engine.family import central_class, worker_class  # the heavy side: timm, peft, the data
 
-        self.runner, self.checkpoint_dir = TaskRunner(cfg, on_epoch), checkpoint_dir
-        self.state = MergeState(cfg, self.runner.theta0(), self.runner.model.dim)
+        self.runner, self.checkpoint_dir = worker_class(cfg)(cfg, on_epoch), checkpoint_dir
+        self.state = central_class(cfg)(cfg, self.runner.theta0(), self.runner.model.dim)
         self.num_tasks = self.runner.num_tasks
 
     def resume(self) -> list[dict]:
         return self.state.resume(self.checkpoint_dir)
 
     def run_task(self, task: int) -> dict:
-        merged, heads = self.state.integrate(self.runner.train(task, self.state.merged))
-        return self.state.record(task, self.runner.evaluate(task, merged, heads))
+        weights, heads = self.state.integrate(self.runner.train(task, self.state.train_input()))
+        return self.state.record(task, self.runner.evaluate(task, weights, heads))
 
     def robustness(self) -> dict[str, float]:
-        return self.runner.robustness(self.state.merged, self.state.heads)
+        return self.runner.robustness(*self.state.evaluation())
 
     def save(self, task: int) -> None:
         if self.checkpoint_dir is not None:
             self.state.save(self.checkpoint_dir, task)
 
     def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:
-        return self.state.acc, self.state.merged, self.state.heads
+        return (self.state.acc, *self.state.final())
 
     def close(self) -> None:
         pass

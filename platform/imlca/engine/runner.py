@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from imlca.config import ExperimentConfig
 from imlca.core.gaussian_bank import GaussianBank
-from imlca.core.metrics import predict, task_accuracies
+from imlca.core.metrics import predict, task_accuracies, task_counts
 from imlca.data import load_benchmark
 from imlca.data.cached_loader import CachedBenchmark, loader_workers, open_caches
 from imlca.data.remote import check_remote, remote_root
@@ -64,8 +64,8 @@ class TaskRunner:
         self.cfg, self.on_epoch = cfg, on_epoch
         self.device = resolve_device(cfg.train.device)
         self.benchmark = load_benchmark(cfg.data, cfg.seed)
-        self.model = build_model(cfg).to(self.device)
-        self.space = MERGE_SPACES.load(cfg.merge.space)(self.model, scaling(cfg.lora))
+        self.model = self._build_model().to(self.device)
+        self.space = self._make_space()
         mean, std = (self.model.backbone.pretrained_cfg.get(k, (0.5,) * 3) for k in ("mean", "std"))
         self.train_tf = build_transform(cfg.data, True, mean, std)
         self.test_tf = build_transform(cfg.data, False, mean, std)
@@ -75,6 +75,23 @@ class TaskRunner:
             self.model.to(memory_format=torch.channels_last)
         if cfg.train.compile:
             self.model.backbone.compile()  # in place: parameter names (and the merge spaces' keys) stay the same
+
+    # --- what the IM family trains (a family's worker overrides these: engine/slca_runner.py) -----------------
+
+    def _build_model(self):
+        return build_model(self.cfg)  # the backbone with LoRA at θ0
+
+    def _make_space(self):
+        return MERGE_SPACES.load(self.cfg.merge.space)(self.model, scaling(self.cfg.lora))
+
+    def _new_head(self, num_classes: int, task: int) -> torch.Tensor:
+        return init_head(num_classes, self.model.dim, generator(self.cfg.seed, "head", task))  # [n_t, D]
+
+    def _fit(self, head: nn.Parameter, loader: DataLoader, offset: int, hear) -> list[float]:
+        return train_task(self.model, head, loader, offset, self.cfg.train, self.device, hear)
+
+    def _predict(self, features: torch.Tensor, heads: list[torch.Tensor]) -> torch.Tensor:
+        return predict(features, heads)
 
     @property
     def num_tasks(self) -> int:
@@ -96,12 +113,12 @@ class TaskRunner:
         cfg, split = self.cfg, self.benchmark.split
         self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
         lo, hi = split.task_range(task)
-        head = nn.Parameter(init_head(hi - lo, self.model.dim, generator(cfg.seed, "head", task)).to(self.device))
+        head = nn.Parameter(self._new_head(hi - lo, task).to(self.device))
         torch.manual_seed(derive_seed(cfg.seed, "augment", task))  # the transforms draw from the global RNG
         loader = self._loader("train", [task], self.train_tf, shuffle_seed=derive_seed(cfg.seed, "shuffle", task))
         hear = None if self.on_epoch is None else lambda epoch, loss: self.on_epoch(task, epoch, loss)
         try:
-            losses = train_task(self.model, head, loader, lo, cfg.train, self.device, hear)
+            losses = self._fit(head, loader, lo, hear)
         except DivergenceError as err:
             raise err.at_task(task) from None
         adapter = {k: v.detach().cpu() for k, v in self.space.read(self.model).items()}
@@ -114,19 +131,19 @@ class TaskRunner:
         bank.update(feats.double(), targets)
         return TaskOutput(task, adapter, head.detach().cpu().clone(), bank.state_dict(), losses)
 
-    def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]
-                 ) -> dict[str, dict[str, list[float]]]:
+    def evaluate(self, task: int, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict:
         """"test" (and "val" with a validation split) → method → a[task][j] for j ≤ task: argmax over all seen
-        classes of the method's heads."""
+        classes of the method's heads; "count" → part → samples of each task j ≤ task."""
         self.space.load(self.model, {k: v.to(self.device) for k, v in merged.items()})
         bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
         parts = ["test"] + (["val"] if self.benchmark.val is not None else [])
-        rows: dict[str, dict[str, list[float]]] = {}
+        rows: dict = {"count": {}}
         for part in parts:
             feats, targets = extract_features(self.model, self._loader(part, range(task + 1), self.test_tf),
                                               self.device)
-            rows[part] = {method: task_accuracies(predict(feats, weights), targets, bounds)
+            rows[part] = {method: task_accuracies(self._predict(feats, weights), targets, bounds)
                           for method, weights in heads.items()}
+            rows["count"][part] = task_counts(targets, bounds)
         return rows
 
     def robustness(self, merged: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict[str, float]:
@@ -139,7 +156,7 @@ class TaskRunner:
         def predictor(weights: list[torch.Tensor]):
             @torch.no_grad()
             def predict_images(images: torch.Tensor) -> torch.Tensor:  # fp32, as the evaluation
-                return predict(self.model.features(images.to(self.device)), weights).cpu()
+                return self._predict(self.model.features(images.to(self.device)), weights).cpu()
             return predict_images
 
         predictors = {m: predictor(ws) for m, ws in heads.items()}

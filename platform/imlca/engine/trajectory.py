@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from imlca.config import ExperimentConfig
 from imlca.core.gaussian_bank import GaussianBank
-from imlca.core.metrics import predict, task_accuracies
+from imlca.core.metrics import predict, task_accuracies, task_counts
 from imlca.data.cached_loader import loader_workers
 from imlca.engine.loops import extract_features
 from imlca.engine.protocol import Callback, Heads, LocalStep, RunResult, run_protocol
@@ -64,6 +64,13 @@ def scores(features: Features, heads: Heads, bounds: list[tuple[int, int]]) -> d
     return {method: task_accuracies(predict(feats, weights), targets, bounds) for method, weights in heads.items()}
 
 
+def scored_parts(features: dict[str, Features], heads: Heads, bounds: list[tuple[int, int]]) -> dict:
+    """What `TaskRunner.evaluate` returns, from cached features: part → `scores`, "count" → part → samples per
+    task."""
+    parts: dict = {part: scores(f, heads, bounds) for part, f in features.items()}
+    return {**parts, "count": {part: task_counts(f[1], bounds) for part, f in features.items()}}
+
+
 class TrajectoryStep(LocalStep):
     """`LocalStep` on the trajectory-only config that also keeps what a replay needs (its reports are IM's)."""
 
@@ -91,7 +98,7 @@ class TrajectoryStep(LocalStep):
         self.trajectory.steps.append(TaskStep(task, out.adapter, merged, out.head, out.statistics, out.losses,
                                               features))
         bounds = self.trajectory.bounds[: task + 1]
-        return self.state.record(task, {part: scores(f, heads, bounds) for part, f in features.items()})
+        return self.state.record(task, scored_parts(features, heads, bounds))
 
 
 def compute_trajectory(cfg: ExperimentConfig, on_task: Callback | None = None) -> Trajectory:
@@ -136,9 +143,8 @@ class Replay:
         bounds = self.trajectory.bounds[: step.task + 1]
         reports = {}
         for name, state in self.states.items():
-            _, heads = state.integrate(step.output(), merged)
-            reports[name] = state.record(step.task, {part: scores(f, heads, bounds)
-                                                     for part, f in step.features.items()})
+            _, heads = state.integrate(step.output(), merged=merged)
+            reports[name] = state.record(step.task, scored_parts(step.features, heads, bounds))
         return reports
 
 

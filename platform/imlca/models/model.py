@@ -69,3 +69,16 @@ def build_model(cfg: ExperimentConfig) -> IncrementalModel:
     for name, param in backbone.named_parameters():
         param.requires_grad_("lora_" in name)
     return IncrementalModel(backbone, cfg.model.layer_norm).freeze_statistics()
+
+
+def build_full_model(cfg: ExperimentConfig, fresh_final_norm: bool = False) -> IncrementalModel:
+    """The backbone alone, every parameter trainable (no adapters, no LayerNorm after it): the families that
+    fine-tune the whole backbone (SLCA). `fresh_final_norm`: the ViT's final LayerNorm reset to weight 1, bias 0
+    (SLCA's original code on in21k weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint,
+                                   cfg.data.image_size, cfg.model.pretrained_tag)
+    if fresh_final_norm:
+        backbone.norm.reset_parameters()
+    return IncrementalModel(backbone, layer_norm=False).freeze_statistics()

@@ -1,1 +1,1 @@
-"""The only Ray code: TaskWorker and MergeActor around engine/ functions, the distributed driver, Tune sweeps."""
+"""The only Ray code: TaskWorker and CentralActor around engine/ functions, the distributed driver, Tune sweeps."""

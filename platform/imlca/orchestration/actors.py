@@ -1,9 +1,10 @@
 """Ray actors. Each wraps an engine object and calls it; none holds math of its own.
 
-TaskWorker (GPU or CPU): fine-tunes one task from the merged adapter, returns the adapter tensors + the new
-classes' sufficient statistics; evaluates head sets on the merged backbone.
-MergeActor (central, light): θ0, running merged adapter, Gaussian bank, heads; merges and aligns once per task id,
-and writes a task's checkpoint tensors (a thread) while the TaskWorker evaluates the task.
+TaskWorker (GPU or CPU): the run's family worker (engine/family.py): trains one task from what the centre holds,
+returns the trained weights + the new classes' sufficient statistics; evaluates head sets.
+CentralActor (central, light): the family's central state (IM: θ0, running merged adapter, Gaussian bank, heads;
+SLCA: the backbone, bank, trained and aligned heads); integrates once per task id, and writes a task's checkpoint
+tensors (a thread) while the TaskWorker evaluates the task.
 
 Both are built empty and pointed at a run by `configure(run_id, ...)`, so that one process serves run after run
 (`worker_pool.py`: a sweep's trials reuse them and skip importing torch, timm and peft again). A run's state lives
@@ -28,15 +29,15 @@ from imlca.orchestration.wire import (heads_to_numpy, heads_to_torch, output_fro
                                          to_numpy, to_torch)
 
 
-CENTRAL = "MergeActor (central actor)"
+CENTRAL = "CentralActor"
 
 
 class LostActorError(RuntimeError):
     """An actor restarted since the driver configured it, so it lacks the run: configure it again, re-run the task."""
 
 
-class LostMergeError(LostActorError):
-    """The MergeActor restarted between a task's merge and its record, or has not been configured since."""
+class LostCentralError(LostActorError):
+    """The CentralActor restarted between a task's merge and its record, or has not been configured since."""
 
 
 class LostWorkerError(LostActorError):
@@ -49,7 +50,7 @@ class Stopwatch:
     """When an actor computed for its run (train, evaluate; merge + align, record), as (start, end) intervals on
     the wall clock, time.time(), which every process on a node reads alike: the bench's `task_overhead` row takes
     the union of both actors' intervals inside each task's window on the driver (they overlap: the next task
-    trains while the MergeActor records and checkpoints the last one)."""
+    trains while the CentralActor records and checkpoints the last one)."""
 
     def __init__(self):
         self.intervals: list[tuple[float, float]] = []
@@ -66,9 +67,8 @@ class Stopwatch:
 @ray.remote
 class TaskWorker:
     def __init__(self):
-        from imlca.engine.runner import TaskRunner  # torch, timm, peft, the data code: imported once per process
-
-        self.make_runner = TaskRunner
+        from imlca.engine.runner import TaskRunner  # noqa: F401  torch, timm, peft, the data code: imported once
+        # per process (the run's family worker is picked in `configure`)
         self.fresh_seed = torch.initial_seed()  # the global RNG's seed in a new process: every run starts from it
         self.run_id, self._runner, self.clock = None, None, Stopwatch()
         gc.freeze()  # the modules' objects are never garbage: each run's collection scans only what runs made
@@ -87,7 +87,10 @@ class TaskWorker:
             torch.compiler.reset()
         torch.manual_seed(self.fresh_seed)  # CPU and CUDA generators, as a new process has them
         torch.set_num_threads(max(1, threads))  # follow the CPUs this actor holds, not the node's core count
-        self._runner, self.clock = self.make_runner(worker_config(cfg_tree, "TaskWorker")), Stopwatch()
+        from imlca.engine.family import worker_class
+
+        cfg = worker_config(cfg_tree, "TaskWorker")
+        self._runner, self.clock = worker_class(cfg)(cfg), Stopwatch()
         self.run_id = run_id
 
     @property
@@ -103,7 +106,7 @@ class TaskWorker:
         return list(self.clock.intervals)
 
     def setup(self) -> tuple[dict, int, int]:
-        """θ0 (merge space), feature dim, number of tasks."""
+        """The weights before any task (IM: θ0 in the merge space), feature dim, number of tasks."""
         return to_numpy(self.runner.theta0()), self.runner.model.dim, self.runner.num_tasks
 
     def train(self, task: int, merged: dict) -> dict:
@@ -111,7 +114,7 @@ class TaskWorker:
             return output_to_wire(self.runner.train(task, to_torch(merged)))
 
     def train_from(self, task: int, merged_and_heads: tuple[dict, dict]) -> dict:
-        """`train` from a MergeActor's `integrate` result, without a `merged` call to it (it may be recording or
+        """`train` from a CentralActor's `integrate` result, without a `merged` call to it (it may be recording or
         saving)."""
         return self.train(task, merged_and_heads[0])
 
@@ -126,13 +129,12 @@ class TaskWorker:
 
 
 @ray.remote
-class MergeActor:
+class CentralActor:
     def __init__(self):
-        from imlca.engine.state import MergeState  # core only: no timm, peft or data loaders in this actor
+        import imlca.engine.state  # noqa: F401  core only: no timm, peft or data loaders in this actor
         import torch._dynamo  # noqa: F401  torch.optim's first optimizer imports it (2.5 s here): at start-up,
         # beside the TaskWorker's imports, not inside the first alignment (task 1)
 
-        self.make_state = MergeState
         self.run_id, self._state, self.checkpoint_dir, self.clock = None, None, None, Stopwatch()
         # a task's checkpoint tensors, written by this thread from the task's integration on (while the TaskWorker
         # evaluates it): `save` then only adds the accuracies; (task, Future[WrittenTensors]) or None
@@ -147,7 +149,10 @@ class MergeActor:
         self._written(None)  # a write from the last run's state ends before that state goes
         self.run_id, self._state = None, None
         gc.collect()
-        self._state = self.make_state(worker_config(cfg_tree, CENTRAL), to_torch(theta0), dim)
+        from imlca.engine.family import central_class
+
+        cfg = worker_config(cfg_tree, CENTRAL)
+        self._state = central_class(cfg)(cfg, to_torch(theta0), dim)
         self.checkpoint_dir, self.clock = Path(checkpoint_dir), Stopwatch()
         self._state.resume(self.checkpoint_dir)
         self.run_id = run_id
@@ -155,7 +160,7 @@ class MergeActor:
     @property
     def state(self):
         if self._state is None:
-            raise LostMergeError("the MergeActor restarted and holds no run; the driver configures it again")
+            raise LostCentralError("the CentralActor restarted and holds no run; the driver configures it again")
         return self._state
 
     def pid(self) -> int:
@@ -168,8 +173,9 @@ class MergeActor:
         """Tasks merged and evaluated: where a run continues."""
         return len(self.state.acc[self.state.methods[0]])
 
-    def merged(self) -> dict:
-        return to_numpy(self.state.merged)
+    def train_input(self) -> dict:
+        """What the worker trains the next task from (IM: the merged adapter; SLCA: the backbone)."""
+        return to_numpy(self.state.train_input())
 
     def integrate(self, wire: dict) -> tuple[dict, dict]:
         """Apply task `wire['task']` once; a repeated delivery returns the same state unchanged. A new task's
@@ -195,21 +201,22 @@ class MergeActor:
 
     def record(self, task: int, parts: dict[str, dict[str, list[float]]]) -> dict:
         if task >= self.state.tasks_merged:
-            raise LostMergeError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
+            raise LostCentralError(f"task {task} was evaluated but its merge is not in this state (actor restarted)")
         with self.clock.busy():
             return self.state.record(task, parts)
 
     def save(self, task: int) -> None:
         """Checkpoint the state after `task`; refused when a restart lost that task (the driver re-runs it)."""
         if self.tasks_done() != task + 1:
-            raise LostMergeError(f"task {task} is not in this state (actor restarted); it must run again")
+            raise LostCentralError(f"task {task} is not in this state (actor restarted); it must run again")
         self.state.save(self.checkpoint_dir, task, self._written(task))
 
     def report(self, task: int) -> dict:
         return self.state.report(task)
 
     def snapshot(self) -> dict:
-        """What the driver needs at the end: accuracy matrices, final adapter and heads."""
+        """What the driver needs at the end: accuracy matrices, final weights and heads."""
         s = self.state
-        return {"acc": s.acc, "merged": to_numpy(s.merged), "heads": heads_to_numpy(s.heads),
+        weights, heads = s.final()
+        return {"acc": s.acc, "merged": to_numpy(weights), "heads": heads_to_numpy(heads),
                 "align_loss": s.align_loss, "train_loss": s.train_loss}

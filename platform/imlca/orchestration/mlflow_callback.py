@@ -22,7 +22,6 @@ from pathlib import Path
 
 from ray import tune
 
-from imlca.config import flatten
 from imlca.engine.artifacts import export_checkpoint
 from imlca.engine.export import export_run_folder
 from imlca.errors import without_passwords
@@ -30,7 +29,7 @@ from imlca.orchestration.storage import is_uri, join, read_text, upload_file, wr
 from imlca.orchestration.tune_sweep import trial_config
 from imlca.tracking.database import snapshot, sqlite_file
 from imlca.tracking.outputs import finish_sweep, log_run_outputs, system_metrics
-from imlca.tracking.runs import log_dataset, run_tags, trial_name
+from imlca.tracking.runs import log_dataset, run_params, run_tags, trial_name
 from imlca.tracking.store import TRIAL_TAG, Tracker, resolve_uri
 
 
@@ -115,7 +114,7 @@ class MlflowSweepCallback(tune.Callback):
         else:
             cfg = trial_config(self.base_tree, trial.config)
             tags = {**run_tags(cfg), TRIAL_TAG: trial.trial_id, "imlca.kind": "trial"}
-            found = self.tracker.start_run(trial_name(trial.config, cfg.seed), flatten(cfg), tags, self.parent_id)
+            found = self.tracker.start_run(trial_name(trial.config, cfg.seed), run_params(cfg), tags, self.parent_id)
             log_dataset(self.tracker, found, cfg)
         self.runs[trial.trial_id] = found
 
@@ -142,7 +141,7 @@ class MlflowSweepCallback(tune.Callback):
             else:
                 cfg = trial_config(self.base_tree, {**trial.config, **variant["params"]})
                 tags = {**run_tags(cfg), TRIAL_TAG: key, "imlca.kind": "trial", "imlca.group": trial.trial_id}
-                found = self.tracker.start_run(f"{trial} {name}", flatten(cfg), tags, self.parent_id)
+                found = self.tracker.start_run(f"{trial} {name}", run_params(cfg), tags, self.parent_id)
             self.runs[key] = found
         if step > self.logged.get(key, -1):
             self.tracker.log_metrics(self.runs[key], run_metrics(variant["metrics"]), step=step)

@@ -32,7 +32,7 @@ class WorkerProbe:
         ensure_ray(max(2, threads))
         self.worker = TaskWorker.options(num_cpus=threads).remote()
         ray.get(self.worker.configure.remote("probe", tree, threads))
-        self.theta0 = ray.get(self.worker.setup.remote())[0]  # numpy, as the MergeActor would send it
+        self.theta0 = ray.get(self.worker.setup.remote())[0]  # numpy, as the CentralActor would send it
 
     def train(self, task: int) -> tuple[float, float, list[float]]:
         """(seconds inside the actor, seconds of the whole call, per-epoch losses) of TaskRunner.train(task)."""

@@ -1,8 +1,8 @@
-"""`RayStep`: the protocol's tasks on a TaskWorker and a MergeActor; tensors flow actor to actor as object refs.
+"""`RayStep`: the protocol's tasks on a TaskWorker and a CentralActor; tensors flow actor to actor as object refs.
 
 `run_distributed` is `engine.protocol.run_protocol` with this step: the same loop, the same seeds, hence the same
 numbers as the in-process run by construction. A killed actor is restarted by Ray, empty: the driver configures it
-again (a MergeActor from the run's last checkpoint) and runs the task again (every step is deterministic, and a
+again (a CentralActor from the run's last checkpoint) and runs the task again (every step is deterministic, and a
 merge is applied once per task id); an actor Ray gave up on is replaced by a new one.
 
 With a `WorkerPool` (a sweep's trials: `worker_pool.py`) the actors come from the previous run of this process
@@ -22,7 +22,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from imlca.config import ExperimentConfig, to_dict
 from imlca.engine.protocol import Callback, Heads, RunResult, Tensors, run_protocol
 from imlca.errors import UserError
-from imlca.orchestration.actors import LostActorError, MergeActor, TaskWorker
+from imlca.orchestration.actors import LostActorError, CentralActor, TaskWorker
 from imlca.orchestration.cluster import check_gpus, ensure_ray
 from imlca.orchestration.wire import heads_to_torch, to_torch
 from imlca.orchestration.worker_pool import ActorPair, WorkerPool, run_shape
@@ -31,7 +31,7 @@ RETRIES = dict(max_restarts=3, max_task_retries=3)  # a killed actor is restarte
 
 
 def _same_node_strategy():
-    """Keep the MergeActor beside this driver: its checkpoint folder is on this node's disk."""
+    """Keep the CentralActor beside this driver: its checkpoint folder is on this node's disk."""
     from ray.util.placement_group import get_current_placement_group
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
@@ -54,8 +54,8 @@ def new_worker(cfg: ExperimentConfig):
                               **RETRIES).remote()
 
 
-def new_merger():
-    return MergeActor.options(num_cpus=0, scheduling_strategy=_same_node_strategy(), **RETRIES).remote()
+def new_central():
+    return CentralActor.options(num_cpus=0, scheduling_strategy=_same_node_strategy(), **RETRIES).remote()
 
 
 class RayStep:
@@ -64,18 +64,18 @@ class RayStep:
         check_gpus(cfg)
         self.cfg, self.pool, self.shape = cfg, pool, run_shape(cfg)
         self.scratch = None
-        if checkpoint_dir is None:  # the MergeActor always checkpoints: a restart must find its state
+        if checkpoint_dir is None:  # the CentralActor always checkpoints: a restart must find its state
             checkpoint_dir = self.scratch = Path(tempfile.mkdtemp(prefix="imlca-run-"))
         self.checkpoint_dir, self.tree = str(checkpoint_dir), to_dict(cfg)
         self.run_id, self.threads = uuid.uuid4().hex, max(1, math.floor(cfg.resources.num_cpus))
         warm = pool.take(self.shape) if pool is not None else None
         self.worker = warm.worker if warm else new_worker(cfg)
-        self.merger = warm.merger if warm else new_merger()
+        self.central = warm.central if warm else new_central()
         self.theta0 = None  # θ0 in the object store, from the worker's first `setup`
         try:
             self._configure()
         except BaseException:  # e.g. a config the worker refuses: no run will close these actors
-            ActorPair(self.worker, self.merger).kill()
+            ActorPair(self.worker, self.central).kill()
             raise
         self.state_ref = None  # (merged, heads) after the latest merge, as an object ref
         self.ahead: dict = {}  # task → its training, queued behind the previous task's evaluation
@@ -87,7 +87,7 @@ class RayStep:
         if self.theta0 is None:
             theta0, self.dim, self.num_tasks = ray.get(self.worker.setup.remote())
             self.theta0 = ray.put(theta0)
-        self.merger = self._configured(self.merger, new_merger, lambda a: a.configure.remote(
+        self.central = self._configured(self.central, new_central, lambda a: a.configure.remote(
             self.run_id, self.tree, self.theta0, self.dim, self.checkpoint_dir))
 
     @staticmethod
@@ -105,8 +105,8 @@ class RayStep:
         return actor
 
     def resume(self) -> list[dict]:
-        done = ray.get(self.merger.tasks_done.remote())
-        return [ray.get(self.merger.report.remote(t)) for t in range(done)]
+        done = ray.get(self.central.tasks_done.remote())
+        return [ray.get(self.central.report.remote(t)) for t in range(done)]
 
     def _task(self, task: int) -> dict:
         """Train → merge + align → evaluate → record, actor to actor. Only the report reaches the driver.
@@ -117,15 +117,15 @@ class RayStep:
         upload to the bucket) happen while it trains, and cost no worker time."""
         trained = self.ahead.pop(task, None)  # a retry (after a lost actor) trains again
         if trained is None:
-            trained = self.worker.train.remote(task, self.merger.merged.remote())
-        self.state_ref = self.merger.integrate.remote(trained)
+            trained = self.worker.train.remote(task, self.central.train_input.remote())
+        self.state_ref = self.central.integrate.remote(trained)
         evaluated = self.worker.evaluate.remote(task, self.state_ref)
         if task + 1 < self.num_tasks:
             self.ahead = {task + 1: self.worker.train_from.remote(task + 1, self.state_ref)}
-        return ray.get(self.merger.record.remote(task, evaluated))
+        return ray.get(self.central.record.remote(task, evaluated))
 
     def _retrying(self, task: int, call):
-        """`call()`, again after a lost actor: Ray restarts it (a MergeActor from its last checkpoint)."""
+        """`call()`, again after a lost actor: Ray restarts it (a CentralActor from its last checkpoint)."""
         for attempt in range(RETRIES["max_restarts"] + 1):
             try:
                 return call()
@@ -141,9 +141,9 @@ class RayStep:
         return self._retrying(task, lambda: self._task(task))
 
     def _save(self, task: int) -> None:
-        if ray.get(self.merger.tasks_done.remote()) <= task:  # a restarted MergeActor lacks this task: redo it
+        if ray.get(self.central.tasks_done.remote()) <= task:  # a restarted CentralActor lacks this task: redo it
             self._task(task)
-        ray.get(self.merger.save.remote(task))
+        ray.get(self.central.save.remote(task))
 
     def robustness(self) -> dict[str, float]:
         return ray.get(self.worker.robustness.remote(self.state_ref))
@@ -153,11 +153,11 @@ class RayStep:
         self._retrying(task, lambda: self._save(task))
 
     def final(self) -> tuple[dict[str, list[list[float]]], Tensors, Heads]:
-        final = ray.get(self.merger.snapshot.remote())
+        final = ray.get(self.central.snapshot.remote())
         return final["acc"], to_torch(final["merged"]), heads_to_torch(final["heads"])
 
     def close(self) -> None:
-        pair = ActorPair(self.worker, self.merger)
+        pair = ActorPair(self.worker, self.central)
         if self.pool is not None:  # the next run of this process configures them afresh
             self.pool.give_back(self.shape, pair)
         else:

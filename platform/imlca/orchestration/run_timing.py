@@ -27,7 +27,7 @@ def _timed(run, cfg: ExperimentConfig, **kwargs) -> dict:
 
 def distributed_run(tree: dict) -> dict:
     """run_distributed with a fresh checkpoint folder (as `imlca run --distributed --out DIR`), on new actors; also
-    "intervals": [(start, end) of every call in which the TaskWorker or the MergeActor computed], read from the
+    "intervals": [(start, end) of every call in which the TaskWorker or the CentralActor computed], read from the
     actors once the run is over (they are kept alive for that in a pool of this call's own, then ended)."""
     from imlca.orchestration.ray_step import run_distributed
     from imlca.orchestration.worker_pool import WorkerPool
@@ -37,10 +37,10 @@ def distributed_run(tree: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="imlca-e2e-") as tmp:
             timed = _timed(run_distributed, from_dict(ExperimentConfig, tree), checkpoint_dir=Path(tmp), pool=pool)
         (pair,) = pool.idle.values()
-        worker, merger = ray.get([pair.worker.busy_intervals.remote(), pair.merger.busy_intervals.remote()])
+        worker, central = ray.get([pair.worker.busy_intervals.remote(), pair.central.busy_intervals.remote()])
     finally:
         pool.close()
-    return {**timed, "intervals": sorted(worker + merger)}
+    return {**timed, "intervals": sorted(worker + central)}
 
 
 def in_process_run(tree: dict) -> dict:

@@ -145,7 +145,7 @@ def trainable(params: dict, base_tree: dict, storage: str) -> None:
 
 
 def trial_resources(sweep: Sweep) -> tune.PlacementGroupFactory:
-    """A plain trial's process only drives its actors (bundle 0, empty: the MergeActor goes there too) and its
+    """A plain trial's process only drives its actors (bundle 0, empty: the CentralActor goes there too) and its
     TaskWorker takes bundle 1; a cached trial trains and aligns in its own process, which holds the worker's share."""
     worker = from_dict(ExperimentConfig, sweep.base_tree).resources.ray_resources()
     bundles = [worker] if sweep.cfg.cached else [{}, worker]

@@ -1,4 +1,4 @@
-"""Warm actors across runs: a process keeps its last run's TaskWorker and MergeActor for its next run.
+"""Warm actors across runs: a process keeps its last run's TaskWorker and CentralActor for its next run.
 
 A sweep's trials run one after another in the same Tune trial process (`reuse_actors=True` keeps the process and
 its placement group), so the actors a trial created are still alive, imported (torch, timm, peft) and inside the
@@ -37,10 +37,10 @@ def run_shape(cfg: ExperimentConfig) -> Shape:
 @dataclass
 class ActorPair:
     worker: ActorHandle  # TaskWorker
-    merger: ActorHandle  # MergeActor
+    central: ActorHandle  # CentralActor
 
     def kill(self) -> None:
-        for actor in (self.worker, self.merger):
+        for actor in (self.worker, self.central):
             ray.kill(actor)
 
 

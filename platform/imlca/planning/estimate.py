@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from imlca.planning.figures import Device, Figures, align_key, model_key
-from imlca.planning.workload import TrialWork
+from imlca.planning.figures import Device, Figures, align_key, key_family, model_key
+from imlca.planning.workload import TrialWork, align_shape
 
 
 class MissingFigures(Exception):
@@ -44,11 +44,11 @@ def _interpolate(points: dict[str, float], x: int) -> float | None:
 
 def align_seconds(figure: dict, classes: int, trial: TrialWork) -> float | None:
     """One alignment of `classes` classes whose covariances are factorised already."""
-    a = trial.cfg.align
+    a = align_shape(trial.cfg)
     per_batch = _interpolate(figure["per_batch_s"], classes)
     if per_batch is None:
         return None
-    draw = classes * figure["draw_s_per_class"] * a.samples_per_class / figure["samples_per_class"]
+    draw = a.draws * classes * figure["draw_s_per_class"] * a.samples_per_class / figure["samples_per_class"]
     return draw + a.epochs * math.ceil(classes * a.samples_per_class / a.batch_size) * per_batch
 
 
@@ -66,8 +66,10 @@ def model_figure(figures: Figures, trial: TrialWork, device: Device) -> dict | N
     if exact is not None or device.name == "cpu":
         return exact
     backbone, size, precision, batch = model_key(trial.cfg, device).split("|")[:4]
+    family = trial.cfg.align.family
     found = [(k.split("|")[3] != batch, k) for k in figures.doc["models"]
-             if k.split("|")[:3] == [backbone, size, precision] and device.name in k.split("|")[4]]
+             if k.split("|")[:3] == [backbone, size, precision] and device.name in k.split("|")[4]
+             and key_family(k) == family]
     return figures.get("models", min(found)[1]) if found else None
 
 
@@ -85,7 +87,8 @@ def trial_cost(trial: TrialWork, figures: Figures, device: Device, cached: bool)
            (f", {device.concurrent} trials at once)" if device.concurrent > 1 else ")")
     if model is None or "feature_img_s" not in model:
         raise MissingFigures([f"training and feature throughput of {what}"])
-    align = figures.get("align", align_key(model["dim"], trial.cfg.align.batch_size, device))
+    align = figures.get("align", align_key(model["dim"], align_shape(trial.cfg).batch_size, device,
+                                           trial.cfg.align.family))
     parts = dict.fromkeys(("training", "statistics", "evaluation", "alignment"), 0.0)
     trains = trial.trains or not cached
     for t, task in enumerate(trial.tasks):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imlca.config import ExperimentConfig
+from imlca.registries import FAMILIES
 
 ENV = "IMLCA_PLAN_PROBES"
 DEFAULT = "~/.cache/imlca/plan-probes.json"
@@ -41,11 +42,19 @@ class Device:
 
 def model_key(cfg: ExperimentConfig, device: Device) -> str:
     """Throughput does not depend on weight values, so `pretrained` is not part of the key."""
-    return f"{cfg.model.backbone}|{cfg.data.image_size}|{cfg.train.precision}|{cfg.train.batch_size}|{device.key()}"
+    key = f"{cfg.model.backbone}|{cfg.data.image_size}|{cfg.train.precision}|{cfg.train.batch_size}|{device.key()}"
+    return key if cfg.align.family == "im" else f"{key}|{cfg.align.family}"  # SLCA trains the whole backbone
 
 
-def align_key(dim: int, batch: int, device: Device) -> str:
-    return f"{dim}|{batch}|{device.slot()}"
+def key_family(key: str) -> str:
+    """The method family a figure's key was measured for (IM's keys carry none)."""
+    last = key.rsplit("|", 1)[-1]
+    return last if last in FAMILIES and last != "im" else "im"
+
+
+def align_key(dim: int, batch: int, device: Device, family: str = "im") -> str:
+    key = f"{dim}|{batch}|{device.slot()}"
+    return key if family == "im" else f"{key}|{family}"  # SLCA's CA: its own loss and draws
 
 
 class Figures:

@@ -31,7 +31,7 @@ class TrialMemory:
 
 
 def trial_memory(trial: TrialWork, dim: int, cached: bool) -> TrialMemory:
-    """The trial's peak (cached: a grouped trial on the trajectory cache; else the MergeActor of a plain run)."""
+    """The trial's peak (cached: a grouped trial on the trajectory cache; else the CentralActor of a plain run)."""
     a, last = trial.cfg.align, trial.tasks[-1]
     classes = last.classes
     trajectory = {"statistics": classes * (dim * dim + dim + 1) * 8.0,

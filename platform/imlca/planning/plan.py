@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from imlca.config import ExperimentConfig, from_dict
 from imlca.errors import UserError
 from imlca.planning.clusters import Cluster, WorkerType
-from imlca.planning.estimate import MissingFigures, TrialCost, fixed_seconds, per_node, schedule, trial_cost
+from imlca.planning.estimate import (MissingFigures, TrialCost, fixed_seconds, model_figure, per_node, schedule,
+                                     trial_cost)
 from imlca.planning.figures import Device, Figures
 from imlca.planning.memory import TrialMemory, describe, trial_memory
 from imlca.planning.workload import Workload
@@ -45,6 +46,7 @@ class Plan:
     slot_imports_s: float  # each slot's process imports (a TaskWorker's, or a cached trial's model code)
     warnings: list[str]
     memory: dict[str, TrialMemory] = field(default_factory=dict)  # per benchmark: its largest trial's peak
+    notes: list[str] = field(default_factory=list)  # per family: what a task trains, what the centre holds
 
 
 def describe_resources(resources: dict[str, float]) -> str:
@@ -134,7 +136,25 @@ def make_plan(work: Workload, cluster: Cluster, figures: Figures, local_device: 
                                  trial)
     memories = trial_memories(work, figures)
     return Plan(work, cluster, trial, types, chosen, fixed[0], fixed[1],
-                warnings(work, cluster, types, trial, memories), memories)
+                warnings(work, cluster, types, trial, memories), memories, family_notes(work, figures, chosen.device))
+
+
+def family_notes(work: Workload, figures: Figures, device: Device) -> list[str]:
+    """Per method family of the sweep, from the probed figures: the parameters a task trains and the central
+    state after the last task (the weights that travel + the Gaussian bank's float64 statistics)."""
+    out, seen = [], set()
+    for t in work.trials:
+        family = t.cfg.align.family
+        model = model_figure(figures, t, device)
+        if family in seen or model is None or "trainable_params" not in model:
+            continue
+        seen.add(family)
+        dim, classes = model["dim"], t.tasks[-1].classes
+        bank = classes * (dim * dim + dim + 1) * 8
+        out.append(f"{family}: a task trains {model['trainable_params'] / 1e6:.2f}M parameters (probed); the centre "
+                   f"holds weights of {model['backbone_bytes'] / 2**20:.0f} MiB + Gaussians of {bank / 2**20:.0f} MiB "
+                   f"({classes} classes × {dim}²) after the last task")
+    return out
 
 
 def warnings(work: Workload, cluster: Cluster, types: list[TypePlan], trial: dict[str, float],

@@ -23,7 +23,7 @@ import torch
 
 from imlca.config import ExperimentConfig
 from imlca.planning.figures import Device, Figures, align_key, model_key
-from imlca.planning.workload import Workload
+from imlca.planning.workload import Workload, align_shape
 from imlca.registries import BENCHMARKS
 
 WARMUP_BATCHES, TIMED_BATCHES = 2, 4  # training batches per probed task
@@ -55,38 +55,46 @@ def _timed_task(runner, task: int) -> tuple[float, float, int]:
 
 def probe_model(cfg: ExperimentConfig) -> dict:
     """train_img_s, feature_img_s, build_s (data + model), dim; `source` says which data fed it."""
-    from imlca.engine.runner import TaskRunner
+    from imlca.engine.family import worker_class
     from imlca.errors import DataError
 
     small = probe_config(cfg)
     start = time.perf_counter()
     try:
-        runner = TaskRunner(small)
+        runner = worker_class(small)(small)
     except DataError:
         return _probe_tensors(small)
     build_s = time.perf_counter() - start
     _timed_task(runner, 0)  # warm-up: lazy initialisation, allocator growth
     train_s, stats_s, images = _timed_task(runner, 1)
     return {"train_img_s": images / train_s, "feature_img_s": images / stats_s, "build_s": build_s,
-            "dim": runner.model.dim, "source": "the trial's own data and loader"}
+            "dim": runner.model.dim, "trainable_params": trainable(runner.model),
+            "backbone_bytes": weight_bytes(runner.theta0()), "source": "the trial's own data and loader"}
+
+
+def trainable(model: torch.nn.Module) -> int:
+    """Parameters a task trains (the new head aside): LoRA (+LayerNorm) for IM, the whole backbone for SLCA."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def weight_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of the weights that travel to the centre after a task (and that it holds)."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _probe_tensors(cfg: ExperimentConfig) -> dict:
-    from imlca.engine.loops import extract_features, train_task
+    from imlca.engine.loops import extract_features
     from imlca.engine.runner import resolve_device
-    from imlca.models.heads import init_head
-    from imlca.models.model import build_model
 
     device = resolve_device(cfg.train.device)
     start = time.perf_counter()
-    model = build_model(cfg).to(device)
+    model, head, fit = _tensor_model(cfg, device)
     build_s = time.perf_counter() - start
-    head = torch.nn.Parameter(init_head(2, model.dim, torch.Generator().manual_seed(0)).to(device))
     b, s = cfg.train.batch_size, cfg.data.image_size
     batch = (torch.rand(b, 3, s, s, device=device), torch.randint(0, 2, (b,), device=device))
-    train_task(model, head, [batch] * WARMUP_BATCHES, 0, cfg.train, device)
+    fit([batch] * WARMUP_BATCHES)
     seconds = []
-    for steps in (lambda: train_task(model, head, [batch] * TIMED_BATCHES, 0, cfg.train, device),
+    for steps in (lambda: fit([batch] * TIMED_BATCHES),
                   lambda: extract_features(model, [batch] * TIMED_BATCHES, device)):
         start = time.perf_counter()
         steps()
@@ -94,36 +102,79 @@ def _probe_tensors(cfg: ExperimentConfig) -> dict:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     images = b * TIMED_BATCHES
+    weights = model.backbone.state_dict() if cfg.align.family == "slca" else model.adapter()
     return {"train_img_s": images / seconds[0], "feature_img_s": images / seconds[1], "build_s": build_s,
-            "dim": model.dim, "source": "random tensors (the data is absent here)"}
+            "dim": model.dim, "trainable_params": trainable(model), "backbone_bytes": weight_bytes(weights),
+            "source": "random tensors (the data is absent here)"}
+
+
+def _tensor_model(cfg: ExperimentConfig, device: torch.device):
+    """(model, a new 2-class head, fit(batches)) of the trial's family, without its data."""
+    from imlca.engine.loops import run_epochs, train_task
+    from imlca.models.heads import init_head
+    from imlca.models.model import build_full_model, build_model
+
+    one = dataclasses.replace(cfg.train, epochs=1)
+    if cfg.align.family == "slca":
+        from imlca.core.slca import affine_logits
+        from imlca.engine.slca_runner import slow_learner
+
+        model = build_full_model(cfg).to(device)
+        weight = init_head(2, model.dim, torch.Generator().manual_seed(0))
+        head = torch.nn.Parameter(torch.cat([weight, torch.zeros(2, 1)], dim=1).to(device))
+
+        def fit(batches):
+            optimizer, schedule = slow_learner(model.backbone, head, one, cfg.slca)
+            run_epochs(model, head, batches, 0, one, device, optimizer, schedule, logits_of=affine_logits)
+        return model, head, fit
+    model = build_model(cfg).to(device)
+    head = torch.nn.Parameter(init_head(2, model.dim, torch.Generator().manual_seed(0)).to(device))
+    return model, head, lambda batches: train_task(model, head, batches, 0, cfg.train, device)
 
 
 def probe_alignment(dim: int, classes: list[int], cfg: ExperimentConfig) -> dict:
-    """At the sweep's samples_per_class: `cholesky_s` (factorising one class's covariance, once per class and bank),
-    `draw_s_per_class` (its samples from a factorised class) and `per_batch_s` at each class count in `classes`
-    (one alignment step: logits, LCA loss, SGD). The first alignment of a process imports torch._dynamo (through
-    torch.optim); a warm-up pays for it, as the MergeActor's start-up does."""
+    """At the family's samples per class (planning.workload.align_shape): `cholesky_s` (factorising one class's
+    covariance, once per class and bank), `draw_s_per_class` (its samples from a factorised class) and
+    `per_batch_s` at each class count in `classes` (one alignment step: logits, the family's loss, SGD). The first
+    alignment of a process imports torch._dynamo (through torch.optim); a warm-up pays for it, as the
+    CentralActor's start-up does."""
     from imlca.core.gaussian_bank import GaussianBank
-    from imlca.core.lca import align_heads
 
-    a, gen, top = cfg.align, torch.Generator().manual_seed(0), max(classes)
-    bank = GaussianBank(dim, a.ridge)
+    shape, gen, top = align_shape(cfg), torch.Generator().manual_seed(0), max(classes)
+    bank = GaussianBank(dim, cfg.align.ridge)
     labels = torch.arange(top).repeat_interleave(4)
     bank.update(torch.randn(len(labels), dim, generator=gen, dtype=torch.float64) + labels[:, None], labels)
-    align_heads(torch.zeros(2, dim), bank, [0, 1], a.lam, 2, 1, a.batch_size, a.lr, a.momentum, a.weight_decay, gen)
+    _align_once(cfg, bank, 2, 2, gen)
     few = list(range(2, min(top, 6)))  # classes not factorised yet
     cholesky = _seconds(lambda: bank.sample(few, 1, gen)) / len(few)
-    draw = _seconds(lambda: bank.sample(few, a.samples_per_class, gen)) / len(few)
+    draw = _seconds(lambda: bank.sample(few, shape.samples_per_class, gen)) / len(few)
     bank.sample(list(range(top)), 1, gen)  # every class factorised: the steps below time the loop alone
     per_batch = {}
     for c in classes:
-        n = max(1, math.ceil(ALIGN_BATCHES * a.batch_size / c))
-        weight = torch.randn(c, dim, generator=gen) * 0.02
-        seconds = _seconds(lambda: align_heads(weight, bank, list(range(c)), a.lam, n, 1, a.batch_size, a.lr,
-                                               a.momentum, a.weight_decay, gen))
-        per_batch[str(c)] = max(0.0, seconds - c * draw * n / a.samples_per_class) / math.ceil(c * n / a.batch_size)
-    return {"samples_per_class": a.samples_per_class, "cholesky_s": cholesky, "draw_s_per_class": draw,
+        n = shape.samples_per_class if cfg.align.family == "slca" else \
+            max(1, math.ceil(ALIGN_BATCHES * shape.batch_size / c))  # SLCA: c batches of its samples per class
+        seconds = _seconds(lambda: _align_once(cfg, bank, c, n, gen))
+        per_batch[str(c)] = max(0.0, seconds - c * draw * n / shape.samples_per_class) / \
+            math.ceil(c * n / shape.batch_size)
+    return {"samples_per_class": shape.samples_per_class, "cholesky_s": cholesky, "draw_s_per_class": draw,
             "per_batch_s": per_batch}
+
+
+def _align_once(cfg: ExperimentConfig, bank, classes: int, n: int, gen: torch.Generator) -> None:
+    """One epoch of the family's alignment of `classes` classes, `n` samples each."""
+    dim = bank.dim
+    if cfg.align.family == "slca":
+        from imlca.core.slca import align_slca_heads
+
+        s, t = cfg.slca, cfg.train
+        align_slca_heads(torch.randn(classes, dim + 1, generator=gen) * 0.02, bank, [classes], [1.0] * classes, n,
+                         1, s.ca_lr, t.momentum, t.weight_decay, s.logit_norm_temperature, gen)
+        return
+    from imlca.core.lca import align_heads
+
+    a = cfg.align
+    align_heads(torch.randn(classes, dim, generator=gen) * 0.02, bank, list(range(classes)), a.lam, n, 1,
+                a.batch_size, a.lr, a.momentum, a.weight_decay, gen)
 
 
 def _seconds(fn) -> float:
@@ -200,8 +251,8 @@ def run_probe(work: Workload, device: Device, figures: Figures, say=print) -> No
         key = model_key(trial.cfg, device)
         needed = sorted({t.classes for t in trial.tasks[1:]}) if trial.alignments else []
         model = figures.get("models", key)
-        align = None if model is None else figures.get("align", align_key(model["dim"], trial.cfg.align.batch_size,
-                                                                          device))
+        batch, family = align_shape(trial.cfg).batch_size, trial.cfg.align.family
+        align = None if model is None else figures.get("align", align_key(model["dim"], batch, device, family))
         have = set(map(int, (align or {}).get("per_batch_s", {})))
         if model is not None and "feature_img_s" in model and (not needed or (
                 have and min(have) <= needed[0] and max(have) >= needed[-1])):
@@ -211,7 +262,7 @@ def run_probe(work: Workload, device: Device, figures: Figures, say=print) -> No
         found = probe_side_by_side(trial.cfg, class_points(set(needed)), device)
         figures.put("models", key, found["model"])
         if found["align"] is not None:
-            figures.put("align", align_key(found["model"]["dim"], trial.cfg.align.batch_size, device), found["align"])
+            figures.put("align", align_key(found["model"]["dim"], batch, device, family), found["align"])
         figures.save()
     fixed = figures.get("fixed", "local")
     if fixed is None or (work.sweep.cfg.cached and "cached_trial_imports_s" not in fixed):

@@ -54,8 +54,9 @@ def type_row(tp: TypePlan) -> str:
 
 def text(plan: Plan) -> str:
     lines = work_lines(plan.work, plan.trial_resources)
-    where = "a trial's alignments" if plan.work.sweep.cfg.cached else "a run's MergeActor"
+    where = "a trial's alignments" if plan.work.sweep.cfg.cached else "a run's CentralActor"
     lines += [f"  memory of {where} on {name}: {describe(memory)}" for name, memory in plan.memory.items()]
+    lines += [f"  {note}" for note in plan.notes]
     lines.append(f"cluster {plan.cluster.name}" + ("" if plan.cluster.local else
                                                    f" (max_workers {plan.cluster.max_workers})"))
     lines.append(f"{'worker type':14s} {'per node':>8s} {'nodes':>5s} {'at once':>8s} {'wall time':>10s} "
@@ -91,4 +92,4 @@ def as_json(plan: Plan) -> dict:
             "trial_resources": plan.trial_resources, "cluster": plan.cluster.name, "sweep_fixed_s": plan.sweep_fixed_s,
             "types": [one(tp) for tp in plan.types], "chosen": plan.chosen.worker.name, "wall_s": plan.chosen.wall_s,
             "memory": {name: {"peak_bytes": m.peak, "parts_bytes": m.parts} for name, m in plan.memory.items()},
-            "warnings": plan.warnings}
+            "warnings": plan.warnings, "families": plan.notes}

@@ -67,7 +67,26 @@ def expand(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def aligned_methods(cfg: ExperimentConfig) -> int:
+    if cfg.align.family == "slca":
+        return int(cfg.slca.ca_epochs > 0)  # one alignment after each task t >= 1
     return sum(METHODS[m].loss is not None for m in cfg.align.methods)
+
+
+@dataclass(frozen=True)
+class AlignShape:
+    samples_per_class: int
+    epochs: int
+    batch_size: int
+    draws: int  # how often the samples are drawn per alignment (IM once, SLCA every epoch)
+
+
+def align_shape(cfg: ExperimentConfig) -> AlignShape:
+    """The shape of one alignment of the trial's family."""
+    if cfg.align.family == "slca":
+        s = cfg.slca
+        return AlignShape(s.ca_samples_per_class, s.ca_epochs, s.ca_samples_per_class, s.ca_epochs)
+    a = cfg.align
+    return AlignShape(a.samples_per_class, a.epochs, a.batch_size, 1)
 
 
 _COUNTS: dict[str, tuple[list[TaskWork], str]] = {}

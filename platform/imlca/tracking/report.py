@@ -5,12 +5,13 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from imlca.tracking.paper_results import TABLE1
+from imlca.tracking.paper_results import BENCHMARKS, LABELS, RECORDED
 from imlca.registries import METHODS
 from imlca.tracking.store import PARENT_TAG, Tracker
 
 METRICS = ("avg_acc", "last_acc", "forgetting")  # the plain table's columns; forgetting is this platform's
-COLLECTED = (*METRICS, "forgetting_authors")  # `--paper` reports the authors' forgetting (core/metrics.py)
+# `--paper` adds the authors' forgetting (core/metrics.py) and LAMDA-PILOT's sample-weighted Ā
+COLLECTED = (*METRICS, "forgetting_authors", "avg_acc_weighted")
 
 
 @dataclass
@@ -86,25 +87,35 @@ def _per_benchmark(table: dict, benchmark: str, method: str, metric: str) -> lis
             for s in seeds.values() if metric in s]
 
 
+def _label(method: str) -> str:
+    return METHODS[method].label if method in METHODS else LABELS[method]
+
+
+def _recorded(cell: tuple[float, float | None]) -> str:
+    mean, std = cell
+    return f"{mean:6.2f}" + (f" ± {std:4.2f}" if std is not None else " " * 7)
+
+
 def format_paper(table: dict) -> list[str]:
-    """Table-1 shape: Ā per benchmark and method, ours (mean ± std over seeds) beside the paper's; then the
-    forgetting by the authors' definition (max over every row, including the last)."""
-    lines = [f"{'benchmark':15s} " + "  ".join(f"{METHODS[m].label + ' ours':>15s} {'paper':>6s} {'diff':>6s}"
-                                               for m in METHODS)]
-    for benchmark, paper in TABLE1.items():
-        cells = []
-        for method in METHODS:
+    """A row per benchmark and method: ours (Ā task-balanced, mean ± std over seeds) beside the recorded number
+    (mean ± std where recorded) and the difference; "not run" where no run of ours exists. Then LAMDA-PILOT's
+    sample-weighted Ā and the authors' forgetting (max over every row, including the last) of the methods run."""
+    lines = [f"{'benchmark':15s} {'method':8s} {'ours':>15s} {'recorded':>15s} {'diff':>6s}"]
+    for benchmark in BENCHMARKS:
+        for method, recorded in RECORDED.items():
             values = _per_benchmark(table, benchmark, method, "avg_acc")
-            if values:
-                diff = statistics.fmean(values) - paper[method]
-                cells.append(f"{mean_std(values):>15s} {paper[method]:6.2f} {diff:+6.2f}")
-            else:
-                cells.append(f"{'-':>15s} {paper[method]:6.2f} {'':>6s}")
-        lines.append(f"{benchmark:15s} " + "  ".join(cells))
-    lines += ["", "forgetting, the authors' definition (mean over old tasks of max over all rows − last row)",
-              f"{'benchmark':15s} " + "  ".join(f"{METHODS[m].label:>15s}" for m in METHODS)]
-    for benchmark in TABLE1:
-        cells = [_per_benchmark(table, benchmark, m, "forgetting_authors") for m in METHODS]
-        if any(cells):
-            lines.append(f"{benchmark:15s} " + "  ".join(f"{mean_std(v) if v else '-':>15s}" for v in cells))
+            ours = mean_std(values) if values else "not run"
+            diff = f"{statistics.fmean(values) - recorded[benchmark][0]:+6.2f}" if values else ""
+            lines.append(f"{benchmark:15s} {_label(method):8s} {ours:>15s} {_recorded(recorded[benchmark]):>15s} "
+                         f"{diff:>6s}".rstrip())
+    lines += ["", "Ā sample-weighted (LAMDA-PILOT's) and forgetting by the authors' definition (mean over old tasks "
+              "of max over all rows − last row)", f"{'benchmark':15s} {'method':8s} {'Ā weighted':>15s} "
+              f"{'forgetting':>15s}"]
+    for benchmark in BENCHMARKS:
+        for method in METHODS:
+            weighted, forgetting = (_per_benchmark(table, benchmark, method, m)
+                                    for m in ("avg_acc_weighted", "forgetting_authors"))
+            if weighted or forgetting:
+                lines.append(f"{benchmark:15s} {_label(method):8s} {mean_std(weighted) if weighted else '-':>15s} "
+                             f"{mean_std(forgetting) if forgetting else '-':>15s}")
     return lines

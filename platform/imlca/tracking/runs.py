@@ -15,12 +15,18 @@ from imlca.tracking.store import Tracker, check_reachable, git_commit, resolve_u
 
 def run_tags(cfg: ExperimentConfig) -> dict:
     commit = git_commit()
-    tags = {"benchmark": cfg.data.benchmark, "method": cfg.align.method, "merge_rule": cfg.merge.rule,
+    tags = {"benchmark": cfg.data.benchmark, "method": cfg.align.method, "family": cfg.align.family,
+            "merge_rule": cfg.merge.rule if cfg.align.family == "im" else "-",  # IM's alone
             "seed": cfg.seed, "backbone": cfg.model.backbone, "git_commit": commit,
             "mlflow.source.name": "imlca", "mlflow.source.type": "LOCAL"}
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+def run_params(cfg: ExperimentConfig) -> dict:
+    """The resolved config as dotted params, and the method family (so runs compare by family in the UI)."""
+    return {**flatten(cfg), "family": cfg.align.family}
 
 
 def short_value(value) -> str:
@@ -50,7 +56,7 @@ class TrackedRun:
         uri = resolve_uri(cfg.tracking.uri)
         check_reachable(uri)
         self.tracker = Tracker(uri, cfg.tracking.experiment)
-        self.run_id = self.tracker.start_run(cfg.name, flatten(cfg), {**run_tags(cfg), "imlca.kind": "run"})
+        self.run_id = self.tracker.start_run(cfg.name, run_params(cfg), {**run_tags(cfg), "imlca.kind": "run"})
         log_dataset(self.tracker, self.run_id, cfg)
         self.monitor = system_metrics(uri, self.run_id)
 

@@ -1,0 +1,76 @@
+"""Method families as a choice: SLCA beside IM through the one protocol loop (the in-process/Ray equality, resume
+and chaos tests of each family are in test_distributed.py, test_protocol.py and test_chaos.py)."""
+import pytest
+import torch
+
+from imlca.config import load_config
+from imlca.config.sweep import Sweep, SweepConfig
+from imlca.errors import ConfigError
+from imlca.registries import FAMILIES, METHODS
+
+from conftest import REPO, TINY, tiny_overrides
+
+
+def test_every_method_names_a_family_and_every_family_has_a_method():
+    assert {spec.family for spec in METHODS.values()} == set(FAMILIES)
+    assert [m for m, spec in METHODS.items() if spec.family == "im"] == ["im", "im_ca", "im_lca"]
+
+
+def test_an_slca_run_trains_the_whole_backbone_and_aligns_from_the_second_task(tiny_slca_run):
+    run = tiny_slca_run
+    assert run.methods == ["slca"]  # tiny.yaml's compare (im, im_ca) is of the IM family: not this run's
+    assert [len(r) for r in run.acc["slca"]] == [1, 2, 3]
+    assert all(0 <= v <= 100 and (v * 40) % 1 == 0 for r in run.acc["slca"] for v in r)  # 40 images per task
+    first, last = run.reports[0], run.reports[-1]
+    assert first["align_loss"] != first["align_loss"] and last["align_loss"] > 0  # NaN at task 0: no alignment
+    assert last["avg_acc_weighted"] == pytest.approx(last["avg_acc"])  # balanced test sets: PILOT's Ā = the paper's
+    assert "forgetting" in last and "forgetting_authors" in last
+    assert any(k.startswith("blocks.0.attn.qkv") for k in run.merged)  # the whole backbone, not an adapter
+    assert [tuple(h.shape) for h in run.heads["slca"]] == [(2, 33), (2, 33), (2, 33)]  # [n_t, D + bias]
+
+
+def test_slca_trains_the_backbone_slowly_and_freezes_it_at_scale_zero():
+    from imlca.engine.slca_runner import SLCARunner
+
+    cfg = load_config(TINY, tiny_overrides(**{"align.method": "slca", "train.epochs": 1}))
+    runner = SLCARunner(cfg)
+    start = runner.theta0()
+    moved = runner.train(0, start)
+    assert not torch.equal(moved.adapter["blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])
+    frozen = SLCARunner(load_config(TINY, tiny_overrides(**{"align.method": "slca", "train.epochs": 1,
+                                                            "slca.backbone_lr_scale": 0.0})))
+    out = frozen.train(0, start)
+    assert all(torch.equal(out.adapter[k], v) for k, v in start.items())
+    assert not torch.equal(out.head, frozen._new_head(2, 0))  # the head trains either way
+    assert out.head.shape == (2, 33) and out.losses[-1] > 0
+
+
+def test_a_key_of_another_family_is_refused_at_config_time():
+    with pytest.raises(ConfigError, match="slca.logit_norm_temperature.*align.method=slca"):
+        load_config(TINY, tiny_overrides(**{"slca.logit_norm_temperature": 0.05}))
+    cfg = load_config(TINY, tiny_overrides(**{"align.method": "slca", "slca.logit_norm_temperature": 0.05}))
+    assert cfg.align.family == "slca" and cfg.align.methods == ["slca"]
+
+
+def test_method_is_a_grid_axis_across_families_and_a_cached_sweep_is_im_only():
+    Sweep(SweepConfig(space={"align.method": {"grid": ["im_lca", "slca"]}}), "s", _tiny_tree()).validate()
+    cached = Sweep(SweepConfig(space={"align.method": {"grid": ["im_lca", "slca"]}},
+                               align_space={"align.lam": {"grid": [0.0, 0.1]}}), "s", _tiny_tree())
+    with pytest.raises(ConfigError, match="align.method"):
+        cached.validate()
+
+
+def _tiny_tree():
+    from imlca.config import read_config_tree
+
+    return read_config_tree(TINY)
+
+
+def test_the_embedded_rivals_sweep_chooses_each_familys_lr_on_validation_then_runs_three_seeds():
+    from imlca.config.sweep import load_sweep
+
+    sweep = load_sweep(REPO / "sweeps" / "embedded_rivals.yaml")
+    assert sweep.cfg.space["align.method"] == {"grid": ["im_lca", "slca"]} and "train.lr" in sweep.cfg.space
+    assert sweep.cfg.metric == "val_avg_acc" and sweep.cfg.confirm_per == ["align.method"]
+    assert sweep.cfg.confirm_space == {"seed": {"grid": [1993, 1994, 1995]}}
+    assert sweep.base_tree["model"]["backbone"] == "tf_efficientnet_lite0"

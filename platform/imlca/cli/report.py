@@ -99,10 +99,10 @@ def check_config_key(key: str) -> None:
 
 def paper_hint(table: dict, experiment: str) -> str:
     """What `--paper` compared: the benchmarks of the paper's table this experiment holds, else where to look."""
-    from imlca.tracking.paper_results import TABLE1
+    from imlca.tracking.paper_results import BENCHMARKS
 
     ours = sorted({benchmark for benchmark, _, _ in table})
-    if any(benchmark in TABLE1 for benchmark in ours):
+    if any(benchmark in BENCHMARKS for benchmark in ours):
         return ""
     return (f"experiment '{experiment}' holds runs of {', '.join(ours)}, none of the paper's benchmarks; the paper "
             f"sweeps (sweeps/paper/) track into another: --experiment imlca-paper")

@@ -127,6 +127,11 @@ def _config_tree(cfg: ExperimentConfig) -> dict:
     return to_dict(cfg)
 
 
+# what an exported folder's weights are (model.json's merge_space) → the safetensors file that holds them
+WEIGHT_FILES = {"factors": "adapter/adapter_model.safetensors", "delta": "backbone.safetensors",
+                "backbone": "backbone.safetensors"}
+
+
 def read_model_info(folder: Path) -> tuple[dict, ExperimentConfig]:
     """`folder/model.json` and the run's config in it, checked before anything else in the folder is read (a shared
     model folder is not trusted: docs/security.md). Weights load from safetensors only: a folder whose adapter is a
@@ -134,14 +139,13 @@ def read_model_info(folder: Path) -> tuple[dict, ExperimentConfig]:
     path, fix = folder / "model.json", "give a folder written by imlca's export (a run's model/), or export it again"
     try:
         info = json.loads(path.read_text())
-        if not isinstance(info, dict) or info.get("merge_space") not in ("delta", "factors"):
-            raise ValueError("no merge_space 'delta' or 'factors'")
+        if not isinstance(info, dict) or info.get("merge_space") not in WEIGHT_FILES:
+            raise ValueError(f"no merge_space of {', '.join(WEIGHT_FILES)}")
         cfg = from_dict(ExperimentConfig, info.get("config"))
     except (OSError, ValueError, UserError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise UserError(f"{path} is not an imlca model description ({' '.join(str(err).split())[:200]}); "
                         f"{fix}") from None
-    weights = folder / ("backbone.safetensors" if info["merge_space"] == "delta"
-                        else "adapter/adapter_model.safetensors")
+    weights = folder / WEIGHT_FILES[info["merge_space"]]
     if not weights.is_file():
         raise UserError(f"{folder} has no {weights.relative_to(folder)}; imlca reads weights from safetensors "
                         f"files only (a pickled adapter_model.bin is never loaded): {fix}")

@@ -52,6 +52,9 @@ def execute(args: argparse.Namespace) -> int:
     if not is_uri(uri):
         raise ConfigError("--to" if args.action == "push" else "--from",
                           f"'{uri}' is not an object-store URI; give s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
+    if args.config and not args.decoded:
+        raise ConfigError("--config", "is read with --decoded only (it sets the decoded images' resolution); add "
+                          "--decoded or drop --config")
     start = time.perf_counter()
     if args.action == "push":
         from imlca.data.object_store import push

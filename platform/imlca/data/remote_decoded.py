@@ -131,8 +131,8 @@ def check_part(folder: Path, manifest: dict, where: str, fix_text: str) -> None:
         raise DataError(f"{where}: {folder.name}/ was made for {made[1]} px {made[2]} (layout {made[0]}), not the "
                         f"{wanted[1]} px {wanted[2]} (layout {wanted[0]}) its manifest says; {fix_text}")
     ends = index[:, 0] + 3 * index[:, 1] * index[:, 2] if index.ndim == 2 and index.shape[1:] == (3,) else None
-    if (ends is None or index.dtype != np.int64 or labels.shape != (count,) or len(index) != count
-            or (count and (index.min() < 0 or ends.max() > nbytes))
+    if (ends is None or index.dtype != np.int64 or labels.dtype != np.int64 or labels.shape != (count,)
+            or len(index) != count or (count and (index.min() < 0 or ends.max() > nbytes or labels.min() < 0))
             or os.path.getsize(folder / "pixels.u8") != nbytes):
         raise DataError(f"{where}: {folder.name}/'s index, labels and pixels do not agree ({len(index)} index rows, "
                         f"{labels.shape} labels, {count} images); {fix_text}")

@@ -245,11 +245,12 @@ def test_moments_of_hand_made_draws():
 
 @pytest.mark.parametrize("argv, message", [
     (["--only", "nope"], "error: unknown bench row 'nope'; the rows: lora_worker, merge, bank, loader, "
-                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
+                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, remote_data"),
     (["--only", "merg"], "error: unknown bench row 'merg'; did you mean 'merge'? the rows: lora_worker, merge, bank, "
-                         "loader, end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
+                         "loader, end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, "
+                         "remote_data"),
     (["--only"], "error: --only needs a row name; the rows: lora_worker, merge, bank, loader, end_to_end, "
-                 "task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
+                 "task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, remote_data"),
     (["--only", "merge", "--json", "missing/r.json"], "error: --json missing/r.json: folder missing does not exist; "
                                                       "create it or choose another path"),
     (["--threads", "0"], "error: --threads must be >= 1 (got 0)"),

@@ -180,3 +180,20 @@ def test_a_bad_decoded_copy_stops_with_one_line_and_leaves_nothing_readable(fold
     assert line.endswith("; push it again with `imlca data push imagefolder --root LOCAL --to URI --decoded`, or set "
                          "data.remote_decoded: false"), line
     assert_nothing_readable(tmp_path / "node")
+
+
+def test_remote_decoded_needs_the_cached_pipeline_and_a_bucket_root(folder):
+    from imlca.config import DataConfig
+    from imlca.data import load_benchmark
+    from imlca.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        DataConfig(benchmark="imagefolder", remote_decoded=True)
+    assert str(err.value) == ("config key 'remote_decoded': the decoded copy feeds the cached pipeline only; set "
+                              "data.pipeline: cached, or data.remote_decoded: false")
+    with pytest.raises(ConfigError) as err:
+        load_benchmark(data_config(str(folder), folder.parent / "never"), seed=1)
+    assert str(err.value) == (f"config key 'data.remote_decoded': fetches decoded images from an s3:// or gs:// data "
+                              f"root, and benchmark 'imagefolder' is at {folder}; set data.root (or IMLCA_DATA) to "
+                              "the bucket's data root, or data.remote_decoded: false")
+    assert not (folder.parent / "never").exists()

@@ -25,11 +25,11 @@ from pyarrow import fs as pafs
 
 from imlca.config import DataConfig
 from imlca.data.image_cache import VERSION, DecodedImages, DecodedImageSet, cache_root, open_cache
-from imlca.data.object_store import (MANIFEST, benchmark_uri, join, open_store, push_files, read_manifest,
+from imlca.data.object_store import (BUILT_IN, MANIFEST, benchmark_uri, join, open_store, push_files, read_manifest,
                                      translated)
 from imlca.data.remote import copy_once, remote_root
 from imlca.data.transforms import eval_resize
-from imlca.errors import DataError
+from imlca.errors import ConfigError, DataError
 from imlca.registries import BENCHMARKS, resolve
 
 DECODED = "imlca-decoded"
@@ -140,9 +140,14 @@ def check_part(folder: Path, manifest: dict, where: str, fix_text: str) -> None:
 
 def fetch_decoded(cfg: DataConfig) -> tuple[DecodedImageSet, DecodedImageSet] | None:
     """(train, test) from the bucket's decoded copy, fetched once per node; None where the node reads the JPEGs
-    (not a bucket root, or no decoded copy at this resolution: one line says so)."""
+    (no decoded copy at this resolution: one line says so). Without a bucket data root there is nothing to fetch:
+    refused (ConfigError)."""
     if remote_root(cfg) is None:
-        return None
+        root = cfg.root or os.environ.get("IMLCA_DATA")
+        held = "built in" if BENCHMARKS[cfg.benchmark].target.startswith(BUILT_IN) else f"at {root or 'no data root'}"
+        raise ConfigError("data.remote_decoded", f"fetches decoded images from an s3:// or gs:// data root, and "
+                          f"benchmark '{cfg.benchmark}' is {held}; set data.root (or IMLCA_DATA) to the bucket's "
+                          "data root, or data.remote_decoded: false")
     found = decoded_copy(cfg)
     if found is None:
         return None

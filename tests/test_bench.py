@@ -20,6 +20,7 @@ from imlca.bench.lambda_sweep import lambda_figures
 from imlca.bench.loader_speed import loader_figures
 from imlca.bench.measure import Goal, Measurement, Result, Settings, per_round, rounds, verdict
 from imlca.bench.merge_speed import merge_figures
+from imlca.bench.remote_data import remote_figures
 from imlca.bench.sweep_overhead import sweep_figures
 from imlca.bench.table import format_result
 from imlca.bench.worker_rows import worker_figures
@@ -160,6 +161,11 @@ def test_loader_judges_the_same_augmentation_on_both_sides():
     assert ratios == pytest.approx({"cached_augment_vs_jpeg": 3.0, "cached_gather_vs_jpeg": 20.0})
 
 
+def test_remote_data_judges_the_jpeg_path_over_the_decoded_copy_per_round():
+    figures, ratios = remote_figures({"jpegs": [4.0, 6.0, 3.0], "decoded": [1.0, 2.0, 2.0]})
+    assert figures == pytest.approx([4.0, 3.0, 1.5]) and ratios == pytest.approx({"jpegs_vs_decoded": 3.0})
+
+
 def test_end_to_end_figures_pair_the_rounds():
     runs = {"platform": [{"total": 11.0}, {"total": 9.0}, {"total": 10.5}],
             "bare": [{"total": 10.0}, {"total": 10.0}, {"total": 10.0}]}
@@ -239,11 +245,12 @@ def test_moments_of_hand_made_draws():
 
 @pytest.mark.parametrize("argv, message", [
     (["--only", "nope"], "error: unknown bench row 'nope'; the rows: lora_worker, merge, bank, loader, "
-                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
+                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, remote_data"),
     (["--only", "merg"], "error: unknown bench row 'merg'; did you mean 'merge'? the rows: lora_worker, merge, bank, "
-                         "loader, end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
+                         "loader, end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, "
+                         "remote_data"),
     (["--only"], "error: --only needs a row name; the rows: lora_worker, merge, bank, loader, end_to_end, "
-                 "task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan"),
+                 "task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, remote_data"),
     (["--only", "merge", "--json", "missing/r.json"], "error: --json missing/r.json: folder missing does not exist; "
                                                       "create it or choose another path"),
     (["--threads", "0"], "error: --threads must be >= 1 (got 0)"),

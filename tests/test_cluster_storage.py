@@ -90,30 +90,38 @@ def test_smoke_sweep_with_s3_storage_runs_on_the_worker_and_is_tracked(two_nodes
 
 
 def test_a_sweep_reads_its_data_from_s3_on_a_worker_that_has_none(two_nodes, mlflow_on_s3, s3, tmp_path):
-    # The data root is an s3:// prefix (IMLCA_DATA, as the cluster configs set it); the worker node has no data
-    # and cannot see the head's disk. Its two trials start together and share one download into the node's cache.
+    # The data root is an s3:// prefix (IMLCA_DATA, as the cluster configs set it) holding the PNGs and their decoded
+    # copy (`imlca data push --decoded`); the worker node has no data and cannot see the head's disk. Its two trials
+    # start together: one downloads the PNGs and decodes them, the other fetches the decoded copy
+    # (data.remote_decoded), each once, into the node's cache; both train on the same pixels.
     local = write_imagefolder(tmp_path / "tiny", 40, 20)
     prefix, run = f"data-{secrets.token_hex(4)}", f"s3data-{secrets.token_hex(4)}"
     push = subprocess.run([sys.executable, "-m", "imlca", "data", "push", "imagefolder", "--root", str(local),
-                           "--to", f"s3://{s3.bucket}/{prefix}"], capture_output=True, text=True, cwd=REPO,
-                          env=clean_env(PYTHONPATH=str(REPO / "platform"), **s3.env), timeout=120)
+                           "--to", f"s3://{s3.bucket}/{prefix}", "--decoded", "--config", "tiny.yaml"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env=clean_env(PYTHONPATH=str(REPO / "platform"), IMLCA_CACHE=str(tmp_path / "c"), **s3.env))
     assert push.returncode == 0, push.stderr
     cache = f"{two_nodes.head.temp_dir}/imlca-cache-{run}"  # the worker's own tmpfs there; the head's disk here
     before = len(s3.gets(f"{prefix}/"))
     done = submit_job(two_nodes.head, ["python", "-m", "imlca", "sweep", "tests/data/sweeps/cluster_s3_data.yaml"],
                       job_runtime_env(MLFLOW_TRACKING_URI=mlflow_on_s3, IMLCA_STORAGE=f"s3://{s3.bucket}/{run}",
-                                  IMLCA_DATA=f"s3://{s3.bucket}/{prefix}", IMLCA_CACHE=cache), run,
+                                      IMLCA_DATA=f"s3://{s3.bucket}/{prefix}", IMLCA_CACHE=cache), run,
                       timeout=JOB_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert sorted(task for _, task in task_lines(done.stdout)) == [0, 0, 1, 1, 2, 2]
 
-    gets = s3.gets(f"{prefix}/")[before:]
+    gets = [g for g in s3.gets(f"{prefix}/")[before:] if not g.endswith("/imlca-manifest.json")]
+    decoded = f"{prefix}/imlca-decoded/16-bilinear"
     files = sorted(f"{prefix}/{p.relative_to(local).as_posix()}" for p in local.rglob("*.png"))
-    assert sorted(g for g in gets if not g.endswith("/imlca-manifest.json")) == files  # each file once
-    assert gets.count(f"{prefix}/imlca-manifest.json") >= 3  # the driver's preflight, then each trial's check
+    files += [f"{decoded}/{part}/{name}" for part in ("train", "test")
+              for name in ("index.npy", "labels.npy", "meta.json", "pixels.u8")]
+    assert sorted(gets) == sorted(files)  # each file once: the PNGs for one trial, the decoded copy for the other
     copied = re.findall(r"imagefolder: copied (\d+) bytes from s3://\S+ to (\S+/imlca-cache-\S+) in", done.stdout)
     assert len(copied) == 1 and int(copied[0][0]) == sum(p.stat().st_size for p in local.rglob("*.png"))
-    assert not Path(cache).exists()  # the driver (on the head) checked the manifest and copied nothing
+    fetched = re.findall(r"imagefolder: copied the decoded images \((\d+) bytes\) from s3://\S+/16-bilinear to "
+                         r"(\S+/imlca-cache-\S+) \(once per node\)", done.stdout)
+    assert len(fetched) == 1 and int(fetched[0][0]) > 0
+    assert not Path(cache).exists()  # the driver (on the head) checked the manifests and copied nothing
 
     client = MlflowClient(tracking_uri=mlflow_on_s3)
     runs = client.search_runs([client.get_experiment_by_name("imlca").experiment_id],
@@ -123,6 +131,9 @@ def test_a_sweep_reads_its_data_from_s3_on_a_worker_that_has_none(two_nodes, mlf
                                 filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     assert {r.data.params["data.benchmark"] for r in trials} == {"imagefolder"}
+    accuracies = {r.data.params["data.remote_decoded"]: [m.value for m in sorted(client.get_metric_history(
+        r.info.run_id, "avg_acc"), key=lambda m: m.step)] for r in trials}
+    assert accuracies["True"] == accuracies["False"] and len(accuracies["True"]) == 3  # the same pixels
 
 
 def wait_for_checkpoint(s3, prefix: str, index: int, job: subprocess.Popen, timeout_s: float = JOB_TIMEOUT_S) -> int:

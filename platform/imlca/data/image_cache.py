@@ -13,6 +13,10 @@ hashes a fingerprint of the data (file paths, sizes and mtimes; or the bytes of 
 indices and labels) with the storage size and interpolation, so changed data gets a new cache. Builds hold a lock
 file, write into a temporary folder and rename it into place, so two processes building at once produce one cache;
 a cache whose checksum or fingerprint does not match is rebuilt.
+
+A node may instead fetch the parts ready-made from the bucket (`imlca.data.remote_decoded`): they come as
+`DecodedImageSet`s, and `open_cache` then serves a benchmark's (per-class, validation) subset of one as a view of
+the fetched memory map (its rows of the index), without copying a pixel.
 """
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ def _feed(digest, images: ImageSet) -> None:
         for path in images.paths:
             stat = os.stat(path)
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    elif isinstance(images, DecodedImageSet):  # fetched at another size than asked: its identity is its meta
+        digest.update(json.dumps(images.decoded.meta, sort_keys=True).encode())
     elif isinstance(images, TensorImageSet):
         digest.update(str(tuple(images.images.shape)).encode() + images.images.contiguous().numpy().tobytes())
     else:
@@ -82,19 +88,22 @@ def _checksum(path: Path) -> int:
 
 
 class DecodedImages:
-    """A built cache, opened read-only: `batch(indices)` gathers uint8 images from the memory map."""
+    """A built cache, opened read-only: `batch(indices)` gathers uint8 images from the memory map. With `rows`, a
+    view holding only those images of the folder (in that order)."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path, rows: np.ndarray | None = None):
+        self.folder, self.rows = Path(folder), rows
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.index = np.load(self.folder / "index.npy")  # int64 [N, 3]: offset, height, width
+        if rows is not None:
+            self.index = self.index[rows]
         self._pixels: np.memmap | None = None
 
     def __getstate__(self) -> dict:  # loader workers reopen the map instead of receiving a copy of the pixels
-        return {"folder": self.folder}
+        return {"folder": self.folder, "rows": self.rows}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["folder"])
+        self.__init__(state["folder"], state.get("rows"))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -121,6 +130,31 @@ class DecodedImages:
             image = self.image(int(i))
             out[row, :, :image.shape[1], :image.shape[2]] = image
         return out, sizes
+
+
+class DecodedImageSet(ImageSet):
+    """A part fetched ready-decoded (`imlca.data.remote_decoded`): its images are the cache's, as uint8 tensors."""
+
+    def __init__(self, decoded: DecodedImages, labels: np.ndarray):
+        self.decoded, self.labels = decoded, np.asarray(labels, dtype=np.int64)
+
+    def load(self, index: int) -> torch.Tensor:
+        return self.decoded.image(index)
+
+
+def _fetched_view(images: ImageSet, size: int, interpolation: str) -> DecodedImages | None:
+    """`images` (a subset of a subset ... of a fetched DecodedImageSet stored at `size`, `interpolation`) as a view
+    of the fetched cache; None for any other image set."""
+    keep = None
+    while hasattr(images, "keep") and hasattr(images, "images"):
+        keep = images.keep if keep is None else images.keep[keep]  # outer positions → the inner set's
+        images = images.images
+    if not isinstance(images, DecodedImageSet):
+        return None
+    meta = images.decoded.meta
+    if (meta["size"], meta.get("interpolation", "bilinear")) != (size, interpolation):
+        return None
+    return DecodedImages(images.decoded.folder, np.arange(len(images)) if keep is None else np.asarray(keep))
 
 
 def _valid(folder: Path, expected: dict) -> bool:
@@ -159,8 +193,12 @@ def open_cache(images: ImageSet, size: int, root: Path, threads: int = 1,
     """The cache of `images` at storage size `size` (shorter side, downscaled with `interpolation`) under `root`,
     built first when missing, stale or corrupt.
 
-    A corrupt image file raises DataError (one line naming it) while building; nothing is left behind.
+    A corrupt image file raises DataError (one line naming it) while building; nothing is left behind. A part
+    fetched ready-decoded at this size is served as a view of the fetched cache.
     """
+    view = _fetched_view(images, size, interpolation)
+    if view is not None:
+        return view
     expected = {"version": VERSION, "fingerprint": fingerprint(images), "size": size}
     if interpolation != "bilinear":  # bilinear caches keep the key they had before the interpolation was a setting
         expected["interpolation"] = interpolation

@@ -77,14 +77,14 @@ def explain(uri: str, err: OSError) -> DataError:
 
 
 @contextmanager
-def translated(uri: str):
+def translated(uri: str, fix: str = PUSH_FIX):
     """Object-store errors (pyarrow raises OSError) inside the block become one-line DataErrors."""
     try:
         yield
     except DataError:
         raise
     except FileNotFoundError as err:
-        raise DataError(f"{uri}: {err}; {PUSH_FIX}") from None
+        raise DataError(f"{uri}: {err}; {fix}") from None
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):  # this node's disk, not the store: the caller says so
             raise
@@ -100,9 +100,10 @@ def open_store(uri: str) -> tuple[pafs.FileSystem, str]:
                             "s3://bucket/prefix or gs://bucket/prefix") from None
 
 
-def read_manifest(uri: str) -> tuple[dict, str]:
-    """(manifest, SHA-256 of its text) of the benchmark stored at `uri` (the root joined with its folder); every
-    entry of its `files` checked (safe_paths.check_files), a DataError naming the first bad one."""
+def read_manifest(uri: str, fix: str = PUSH_FIX) -> tuple[dict, str]:
+    """(manifest, SHA-256 of its text) of the benchmark stored at `uri` (the root joined with its folder, or its
+    decoded copy's folder); every entry of its `files` checked (safe_paths.check_files), a DataError naming the
+    first bad one and `fix`."""
     filesystem, base = open_store(uri)
     where = f"{uri.rstrip('/')}/{MANIFEST}"
     with translated(uri):
@@ -111,7 +112,7 @@ def read_manifest(uri: str) -> tuple[dict, str]:
             if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
                 raise DataError(f"bucket '{bucket}' of {uri} does not exist; create it, or fix data.root / "
                                 "IMLCA_DATA")
-            raise DataError(f"no benchmark manifest at {where}; {PUSH_FIX}")
+            raise DataError(f"no benchmark manifest at {where}; {fix}")
         with filesystem.open_input_stream(join(base, MANIFEST)) as stream:
             text = stream.read()
     try:
@@ -120,8 +121,8 @@ def read_manifest(uri: str) -> tuple[dict, str]:
     except (ValueError, KeyError, TypeError, AttributeError):
         valid = False
     if not valid:
-        raise DataError(f"{where} is not an imlca manifest (format {FORMAT}); {PUSH_FIX}")
-    manifest["files"] = check_files(manifest["files"], where, PUSH_FIX)  # before any name becomes a local path
+        raise DataError(f"{where} is not an imlca manifest (format {FORMAT}); {fix}")
+    manifest["files"] = check_files(manifest["files"], where, fix)  # before any name becomes a local path
     return manifest, hashlib.sha256(text).hexdigest()
 
 
@@ -156,11 +157,16 @@ def _upload(filesystem: pafs.FileSystem, source: Path, target: str) -> tuple[int
 
 def push_folder(source: Path, target: str, **about) -> dict:
     """Upload every non-hidden file under `source` to the URI `target`, then its manifest (with `about`)."""
-    names = local_files(source)
+    return push_files({name: source / name for name in local_files(source)}, target, **about)
+
+
+def push_files(files: dict[str, Path], target: str, **about) -> dict:
+    """Upload each local file to `target`/name, then the manifest of them all (with `about`)."""
+    names = sorted(files)
     filesystem, base = open_store(target)
     with translated(target), ThreadPoolExecutor(THREADS) as pool:
         filesystem.create_dir(base, recursive=True)
-        sums = list(pool.map(lambda n: _upload(filesystem, source / n, join(base, n)), names))
+        sums = list(pool.map(lambda n: _upload(filesystem, files[n], join(base, n)), names))
         manifest = {"format": FORMAT, **about, "files": dict(zip(names, map(list, sums)))}
         with filesystem.open_output_stream(join(base, MANIFEST)) as out:
             out.write(json.dumps(manifest, indent=0, sort_keys=True).encode())

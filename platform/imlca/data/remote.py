@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,10 +53,10 @@ def _no_space(where: Path, need: int) -> DataError:
 class Download:
     """Fetches the files of one manifest that the local copy lacks into `local`, verifying each."""
 
-    def __init__(self, uri: str, manifest: dict, local: Path, state: Path):
-        self.uri, self.files, self.local = uri, manifest["files"], local
+    def __init__(self, uri: str, manifest: dict, local: Path, state: Path, fix: str = PUSH_FIX):
+        self.uri, self.files, self.local, self.fix = uri, manifest["files"], local, fix
         where = f"{uri.rstrip('/')}/{MANIFEST}"
-        self.targets = {name: inside(local, name, where, PUSH_FIX) for name in self.files}  # before any write
+        self.targets = {name: inside(local, name, where, fix) for name in self.files}  # before any write
         self.filesystem, self.base = open_store(uri)
         self.partial, self.log = state.with_suffix(".partial"), state.with_suffix(".verified")
         self.log_lock = threading.Lock()
@@ -82,7 +83,7 @@ class Download:
         size, sha = self.files[name]
         part = self.partial / hashlib.sha256(name.encode()).hexdigest()[:32]
         digest, got = hashlib.sha256(), 0
-        with translated(self.uri), self.filesystem.open_input_stream(join(self.base, name)) as stream, \
+        with translated(self.uri, self.fix), self.filesystem.open_input_stream(join(self.base, name)) as stream, \
                 open(part, "wb") as out:
             while got <= size and (block := stream.read(min(CHUNK, size + 1 - got))):  # never past size + 1
                 digest.update(block)
@@ -91,12 +92,12 @@ class Download:
         if got > size:
             part.unlink()
             raise DataError(f"{self.uri}/{name} is larger than its manifest entry ({size} bytes; the download "
-                            f"stopped at {got}); the bucket copy changed or is corrupt: {PUSH_FIX}")
+                            f"stopped at {got}); the bucket copy changed or is corrupt: {self.fix}")
         if (got, digest.hexdigest()) != (size, sha):
             part.unlink()
             raise DataError(f"{self.uri}/{name} does not match its manifest entry ({got} bytes, sha256 "
                             f"{digest.hexdigest()[:12]}…; expected {size} bytes, {sha[:12]}…); the bucket copy "
-                            f"changed or is corrupt: {PUSH_FIX}")
+                            f"changed or is corrupt: {self.fix}")
         target = self.targets[name]
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, target)
@@ -146,9 +147,16 @@ def check_remote(cfg: DataConfig) -> None:
 def materialise(root: str, benchmark: str, cache_dir: str | None) -> tuple[Path, int]:
     """(local data root holding `benchmark` as stored under the URI `root`, bytes downloaded now: 0 when this
     node already had it). Costs one GET of the manifest when the copy is complete."""
-    folder = benchmark_folder(benchmark)
     uri = benchmark_uri(root, benchmark)
     manifest, digest = read_manifest(uri)
+    return copy_once(uri, manifest, digest, cache_dir, benchmark_folder(benchmark))
+
+
+def copy_once(uri: str, manifest: dict, digest: str, cache_dir: str | None, folder: str = "",
+              check: Callable[[Path], None] | None = None, fix: str = PUSH_FIX) -> tuple[Path, int]:
+    """(local copy of the files `manifest` lists under `uri`, in `<copy>/<folder>`; bytes downloaded now), once per
+    node. `check(<copy>/<folder>)` runs on a fresh copy before its marker is written: what it raises leaves no
+    copy anyone reads."""
     downloads = download_root(cache_dir)
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     local, state = downloads / key, downloads / f"{key}.done"
@@ -158,7 +166,9 @@ def materialise(root: str, benchmark: str, cache_dir: str | None) -> tuple[Path,
             if state.exists() and state.read_text() == digest:
                 return local, 0
             state.unlink(missing_ok=True)
-            fetched = Download(uri, manifest, local / folder, state).run()
+            fetched = Download(uri, manifest, local / folder, state, fix).run()
+            if check is not None:
+                check(local / folder)
             tmp = state.with_suffix(".done-tmp")
             tmp.write_text(digest)
             os.replace(tmp, state)
@@ -167,4 +177,3 @@ def materialise(root: str, benchmark: str, cache_dir: str | None) -> tuple[Path,
             raise _no_space(downloads, sum(size for size, _ in manifest["files"].values())) from None
         raise
     return local, fetched
-

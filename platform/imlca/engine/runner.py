@@ -17,6 +17,7 @@ from imlca.core.metrics import predict, task_accuracies, task_counts
 from imlca.data import load_benchmark
 from imlca.data.cached_loader import CachedBenchmark, loader_workers, open_caches
 from imlca.data.remote import check_remote, remote_root
+from imlca.data.remote_decoded import decoded_copy
 from imlca.data.transforms import build_transform
 from imlca.engine.loops import extract_features, require_finite, train_task
 from imlca.engine.seeding import derive_seed, generator
@@ -42,6 +43,8 @@ def preflight(cfg: ExperimentConfig) -> None:
     resolve_device(cfg.train.device)
     if remote_root(cfg.data):  # checked here, copied by the nodes that train on it (imlca.data.remote)
         check_remote(cfg.data)
+        if cfg.data.remote_decoded:  # a stale or mislabelled decoded copy is refused before any trial starts
+            decoded_copy(cfg.data)
         return _check_checkpoint(cfg)
     benchmark = load_benchmark(cfg.data, cfg.seed)
     benchmark.train.verify()

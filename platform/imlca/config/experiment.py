@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from imlca.config.ease import AUTHORS_BOTTLENECK, EASEConfig
 from imlca.config.slca import SLCAConfig
 from imlca.config.loading import (choose, config_path, flatten, from_dict, parse_override, read_config_tree,
                                   require, set_dotted, to_dict)
@@ -258,17 +259,36 @@ class ExperimentConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     slca: SLCAConfig = field(default_factory=SLCAConfig)  # read by the slca family only
+    ease: EASEConfig = field(default_factory=EASEConfig)  # read by the ease family only
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
         family = self.align.family
-        if family != "slca" and self.slca != SLCAConfig():
-            changed = next(k for k in vars(self.slca) if getattr(self.slca, k) != getattr(SLCAConfig(), k))
-            raise ConfigError(f"slca.{changed}", f"is a setting of the slca family, but align.method is "
-                              f"{self.align.method} (family {family}); remove it or set align.method=slca")
+        for section in FAMILY_SECTIONS:
+            settings, defaults = getattr(self, section), type(getattr(self, section))()
+            if family != section and settings != defaults:
+                changed = next(k for k in vars(settings) if getattr(settings, k) != getattr(defaults, k))
+                raise ConfigError(f"{section}.{changed}", f"is a setting of the {section} family, but align.method "
+                                  f"is {self.align.method} (family {family}); remove it or set align.method={section}")
         require(not (family == "slca" and self.slca.fresh_final_norm and not BACKBONES[self.model.backbone].sized),
                 "slca.fresh_final_norm", f"needs a ViT (a final LayerNorm); {self.model.backbone} has none: set "
                 "it to false")
+        if family in ADAPTER_FAMILIES:
+            self._check_adapter(getattr(self, family).bottleneck, family)
+
+    def _check_adapter(self, bottleneck: int | None, family: str) -> None:
+        spec = BACKBONES[self.model.backbone]
+        require(spec.adapter is not None, "model.backbone",
+                f"{self.model.backbone} has no adapter definition, which the {family} family trains; use one of "
+                f"{', '.join(n for n, b in BACKBONES.items() if b.adapter)}")
+        require(bottleneck is None or bottleneck <= spec.adapter_width, f"{family}.bottleneck",
+                f"{bottleneck} is wider than {self.model.backbone}'s narrowest block ({spec.adapter_width}); "
+                f"use at most {spec.adapter_width}")
+
+
+def adapter_bottleneck(cfg: ExperimentConfig, configured: int | None) -> int:
+    """The adapter width a family builds: the configured one, or the authors' capped at the narrowest block."""
+    return configured if configured is not None else min(AUTHORS_BOTTLENECK, BACKBONES[cfg.model.backbone].adapter_width)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
@@ -282,7 +302,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-FAMILY_SECTIONS = ("slca",)  # config sections read by one method family only
+FAMILY_SECTIONS = ("slca", "ease")  # config sections read by one method family only (named as the family)
+ADAPTER_FAMILIES = ("ease",)  # families that train models/adapters.py's adapters (a `bottleneck` in their section)
 # keys that change where or how a run executes, not what it computes
 NOT_IN_FINGERPRINT = ("name", "output_dir", "tracking.", "resources.", "data.root", "data.num_workers",
                       "data.cache_dir", "train.device", "train.channels_last", "train.compile")

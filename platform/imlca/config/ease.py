@@ -1,0 +1,34 @@
+"""EASE's own settings (`ease:`), beside the ones it shares with the other families: `train.lr`, `train.epochs`,
+`train.batch_size`, `train.momentum` (SGD), `train.weight_decay`, `train.min_lr` (the cosine schedule's end; the
+authors' 0). Defaults follow the authors' configs (CVPR24-Ease exps/*.json; docs/concepts/method-families.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imlca.config.loading import choose, require
+
+EASE_OPTIMIZERS = ("sgd", "adam")  # adam: their ObjectNet IN1K config
+AUTHORS_BOTTLENECK = 64
+
+
+@dataclass
+class EASEConfig:
+    bottleneck: int | None = None  # the adapter's width r (`ffn_num`; VTAB 16); null: the authors' 64, or the
+    # backbone's narrowest block where that is narrower (the tiny test ViT: 32, the embedded CNN: 16)
+    adapter_scale: float = 0.1  # s of out = MLP(LN(x)) + s·up(ReLU(down(x))) (`ffn_adapter_scalar`)
+    adapter_dropout: float = 0.1  # on the bottleneck, while training
+    alpha: float = 0.1  # weight of the other subspaces' cosine logits, divided by the task index (CUB 0.005)
+    pretrained_subspace: bool = False  # `use_init_ptm`: the plain pre-trained model as one more subspace
+    beta: float = 0.0  # weight of that subspace's cosine logits (CUB, OmniBenchmark: 1 with it)
+    optimizer: str = "sgd"  # momentum train.momentum; adam: their ObjectNet config
+    cache_features: bool = True  # keep each frozen adapter's test features on the worker (same numbers)
+
+    def __post_init__(self) -> None:
+        require(self.bottleneck is None or self.bottleneck >= 1, "bottleneck", f"must be >= 1 (got {self.bottleneck})")
+        require(self.adapter_scale > 0, "adapter_scale", f"must be > 0 (got {self.adapter_scale})")
+        require(0 <= self.adapter_dropout < 1, "adapter_dropout", f"must be in [0, 1) (got {self.adapter_dropout})")
+        require(self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
+        require(self.beta >= 0, "beta", f"must be >= 0 (got {self.beta})")
+        require(self.pretrained_subspace or self.beta == 0, "beta",
+                "weighs the pre-trained subspace: set ease.pretrained_subspace=true or leave beta at 0")
+        choose(self.optimizer, "optimizer", EASE_OPTIMIZERS)

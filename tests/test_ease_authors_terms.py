@@ -104,6 +104,7 @@ def test_the_proxy_training_is_theirs():
     our_w, our_sigma = nn.Parameter(weight.clone()), nn.Parameter(torch.ones((), dtype=torch.float64))
     images, targets = torch.rand(6, 3, 16, 16, dtype=torch.float64), torch.tensor([2, 3, 4, 2, 3, 4])
     known, lr, wd, epochs = 2, 0.05, 5e-3, 2
+    ours.eval(), theirs.eval()
     assert torch.allclose(ours.features(images), theirs(images), rtol=0, atol=1e-13)  # the adapted forward
     params = [p for p in theirs.adapters.parameters()] + [their_w, their_sigma]
     optimizer = torch.optim.SGD(params, momentum=0.9, lr=lr, weight_decay=wd)

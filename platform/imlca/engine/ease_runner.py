@@ -53,6 +53,13 @@ def proxy_optimizer(params: list[nn.Parameter], cfg, optimizer: str):
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.epochs, eta_min=train.min_lr)
 
 
+def ease_logits(cfg, feats: torch.Tensor, heads: list[torch.Tensor]) -> torch.Tensor:
+    """[N, S·D] features and the completed prototypes per task → [N, C] (core/ease.py `reweighted_logits`)."""
+    e = cfg.ease
+    return reweighted_logits(feats, torch.cat(heads).to(feats), [len(h) for h in heads], e.alpha, e.beta,
+                             e.pretrained_subspace)
+
+
 class EASERunner(TaskRunner):
     def _build_model(self) -> IncrementalModel:
         e = self.cfg.ease
@@ -135,11 +142,6 @@ class EASERunner(TaskRunner):
             targets.append(pieces[0][1])
         return torch.cat(feats), torch.cat(targets)
 
-    def _logits(self, feats: torch.Tensor, heads: list[torch.Tensor]) -> torch.Tensor:
-        e = self.cfg.ease
-        return reweighted_logits(feats, torch.cat(heads).to(feats), [len(h) for h in heads], e.alpha, e.beta,
-                                 e.pretrained_subspace)
-
     def evaluate(self, task: int, weights: Tensors, heads: dict[str, list[torch.Tensor]]) -> dict:
         sets = adapter_sets(weights)
         bounds = [self.benchmark.split.task_range(j) for j in range(task + 1)]
@@ -147,8 +149,8 @@ class EASERunner(TaskRunner):
         rows: dict = {"count": {}}
         for part_name in parts:
             feats, targets = self._all_features(part_name, task, sets)
-            rows[part_name] = {method: task_accuracies(self._logits(feats, ws).argmax(dim=1), targets, bounds)
-                               for method, ws in heads.items()}
+            rows[part_name] = {m: task_accuracies(ease_logits(self.cfg, feats, ws).argmax(dim=1), targets, bounds)
+                               for m, ws in heads.items()}
             rows["count"][part_name] = task_counts(targets, bounds)
         return rows
 
@@ -165,7 +167,7 @@ class EASERunner(TaskRunner):
                 for index in self._subspaces(sets):
                     self._use(sets, index)
                     feats.append(self.model.features(images.to(self.device)))
-                return self._logits(torch.cat(feats, dim=1), ws).argmax(dim=1).cpu()
+                return ease_logits(self.cfg, torch.cat(feats, dim=1), ws).argmax(dim=1).cpu()
             return predict_images
 
         return robustness_metrics(self.cfg.robustness, {m: predictor(ws) for m, ws in heads.items()}, self.test_tf,

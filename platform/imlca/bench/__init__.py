@@ -49,6 +49,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "gpu_paths": Benchmark(Goal(">=", 0.40, "MFU", "ViT-B/16 LoRA, 224 px, bf16, fed from the image cache: MFU "
                                                    "(beside the synthetic loop and the JPEG path)"),
                            "imlca.bench.gpu_paths:bench_gpu_paths"),
+    "ease_eval": Benchmark(Goal(">=", 3.0, "x", "EASE's evaluation of 10 tasks, features recomputed at every task / "
+                                                "each frozen adapter's test features kept (speed-up)"),
+                           "imlca.bench.ease_eval:bench_ease_eval"),
     "plan": Benchmark(Goal("<=", 0.2, "fraction", "|predicted / measured - 1|: `imlca plan --probe` of the embedded "
                                                    "sweep vs that sweep run right after it"),
                       "imlca.bench.plan_row:bench_plan"),

@@ -102,3 +102,38 @@ def test_ease_cached_features_give_the_recomputed_numbers_with_fewer_passes(tiny
         runner.evaluate(task, *state.integrate(runner.train(task, state.train_input())))
         passes.append(runner.passes)
     assert passes == [1, 1 + 3, 1 + 3 + 5]
+
+
+def test_an_adapter_family_needs_an_adapter_definition_and_a_bottleneck_no_wider_than_the_blocks(monkeypatch):
+    from imlca.registries import BACKBONES, BackboneSpec
+
+    monkeypatch.setitem(BACKBONES, "plain_vit", BackboneSpec("vit_tiny_patch16_224", "qkv", sized=True))
+    with pytest.raises(ConfigError, match=r"'model.backbone': plain_vit has no adapter definition"):
+        load_config(TINY, ["align.method=ease", "model.backbone=plain_vit"])
+    load_config(TINY, ["model.backbone=plain_vit"])  # IM needs none
+    with pytest.raises(ConfigError, match=r"'ease.bottleneck': 32 is wider than tf_efficientnet_lite0's narrowest"):
+        load_config(TINY, ["align.method=ease", "model.backbone=tf_efficientnet_lite0", "ease.bottleneck=32"])
+
+
+def test_the_cnn_adapter_is_a_parallel_bottleneck_per_block_that_starts_as_the_identity():
+    """Lite0's convolutional analogue: every block (strided ones included) gets block(x) + s·up(ReLU(down(x)));
+    fresh, the features are the plain backbone's; a non-zero `up` changes them."""
+    from imlca.models.adapters import read_set, sites
+    from imlca.models.backbone import create_backbone
+    from imlca.models.model import build_adapter_model
+
+    cfg = load_config(TINY, ["align.method=ease", "model.backbone=tf_efficientnet_lite0", "data.image_size=32"])
+    model = build_adapter_model(cfg, 16, 0.1, 0.1)
+    torch.manual_seed(cfg.seed)
+    plain = create_backbone("tf_efficientnet_lite0", False, None, 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    expected = plain.forward_head(plain.forward_features(x), pre_logits=True)
+    assert torch.allclose(model.features(x), expected, atol=1e-6)
+    assert len(sites(model.backbone)) == 16 and {v.shape[0] for k, v in read_set(model.backbone).items()
+                                                  if k.endswith("down.weight")} == {16}
+    with torch.no_grad():
+        for site in sites(model.backbone).values():
+            site.adapter.up.weight.normal_()
+    assert not torch.allclose(model.features(x), expected, atol=1e-3)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] and \
+        all(".adapter." in n for n, p in model.named_parameters() if p.requires_grad)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imlca.config.loading import choose, require
+from imlca.registries import BACKBONES
 
 EASE_OPTIMIZERS = ("sgd", "adam")  # adam: their ObjectNet IN1K config
 AUTHORS_BOTTLENECK = 64
@@ -32,3 +33,19 @@ class EASEConfig:
         require(self.pretrained_subspace or self.beta == 0, "beta",
                 "weighs the pre-trained subspace: set ease.pretrained_subspace=true or leave beta at 0")
         choose(self.optimizer, "optimizer", EASE_OPTIMIZERS)
+
+
+def check_adapter(backbone: str, bottleneck: int | None, family: str) -> None:
+    """An adapter family needs a backbone with an adapter definition and a bottleneck no wider than its blocks."""
+    spec = BACKBONES[backbone]
+    require(spec.adapter is not None, "model.backbone",
+            f"{backbone} has no adapter definition, which the {family} family trains; use one of "
+            f"{', '.join(n for n, b in BACKBONES.items() if b.adapter)}")
+    require(bottleneck is None or bottleneck <= spec.adapter_width, f"{family}.bottleneck",
+            f"{bottleneck} is wider than {backbone}'s narrowest block ({spec.adapter_width}); use at most "
+            f"{spec.adapter_width}")
+
+
+def adapter_bottleneck(backbone: str, configured: int | None) -> int:
+    """The adapter width a family builds: the configured one, or the authors' capped at the narrowest block."""
+    return configured if configured is not None else min(AUTHORS_BOTTLENECK, BACKBONES[backbone].adapter_width)

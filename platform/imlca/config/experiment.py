@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from imlca.config.ease import AUTHORS_BOTTLENECK, EASEConfig
+from imlca.config.ease import EASEConfig, check_adapter
 from imlca.config.slca import SLCAConfig
 from imlca.config.loading import (choose, config_path, flatten, from_dict, parse_override, read_config_tree,
                                   require, set_dotted, to_dict)
@@ -274,21 +274,7 @@ class ExperimentConfig:
                 "slca.fresh_final_norm", f"needs a ViT (a final LayerNorm); {self.model.backbone} has none: set "
                 "it to false")
         if family in ADAPTER_FAMILIES:
-            self._check_adapter(getattr(self, family).bottleneck, family)
-
-    def _check_adapter(self, bottleneck: int | None, family: str) -> None:
-        spec = BACKBONES[self.model.backbone]
-        require(spec.adapter is not None, "model.backbone",
-                f"{self.model.backbone} has no adapter definition, which the {family} family trains; use one of "
-                f"{', '.join(n for n, b in BACKBONES.items() if b.adapter)}")
-        require(bottleneck is None or bottleneck <= spec.adapter_width, f"{family}.bottleneck",
-                f"{bottleneck} is wider than {self.model.backbone}'s narrowest block ({spec.adapter_width}); "
-                f"use at most {spec.adapter_width}")
-
-
-def adapter_bottleneck(cfg: ExperimentConfig, configured: int | None) -> int:
-    """The adapter width a family builds: the configured one, or the authors' capped at the narrowest block."""
-    return configured if configured is not None else min(AUTHORS_BOTTLENECK, BACKBONES[cfg.model.backbone].adapter_width)
+            check_adapter(self.model.backbone, getattr(self, family).bottleneck, family)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from imlca.config.experiment import adapter_bottleneck
+from imlca.config.ease import adapter_bottleneck
 from imlca.core.ease import class_means, cosine_logits, reweighted_logits
 from imlca.core.gaussian_bank import GaussianBank
 from imlca.core.metrics import task_accuracies, task_counts
@@ -63,7 +63,7 @@ def ease_logits(cfg, feats: torch.Tensor, heads: list[torch.Tensor]) -> torch.Te
 class EASERunner(TaskRunner):
     def _build_model(self) -> IncrementalModel:
         e = self.cfg.ease
-        return build_adapter_model(self.cfg, adapter_bottleneck(self.cfg, e.bottleneck), e.adapter_scale,
+        return build_adapter_model(self.cfg, adapter_bottleneck(self.cfg.model.backbone, e.bottleneck), e.adapter_scale,
                                    e.adapter_dropout)
 
     def _make_space(self) -> None:
@@ -104,7 +104,8 @@ class EASERunner(TaskRunner):
         except DivergenceError as err:
             raise err.at_task(task) from None
         trained = read_set(self.model.backbone)
-        require_finite(list(trained.values()), "the trained adapter holds NaN or inf", cfg.train, task, cfg.train.epochs)
+        require_finite(list(trained.values()), "the trained adapter holds NaN or inf", cfg.train, task,
+                       cfg.train.epochs)
         sets = adapter_sets(given) + [trained]
         prototypes, bank = [], GaussianBank(self.model.dim, cfg.align.ridge)
         for index in self._subspaces(sets):

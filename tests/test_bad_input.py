@@ -69,6 +69,13 @@ CASES = {  # name → (args builder, expected start of the message after "error:
     "name of two folders": (lambda d: ["run", TINY, "--set", "name=a/b"], "config key 'name': must be one folder"),
     "slca key with im": (lambda d: ["run", TINY, "--set", "slca.ca_epochs=3"],
                          "config key 'slca.ca_epochs': is a setting of the slca family, but align.method is im_lca"),
+    "ease key with im": (lambda d: ["run", TINY, "--set", "ease.alpha=0.5"],
+                         "config key 'ease.alpha': is a setting of the ease family, but align.method is im_lca"),
+    "ease bottleneck wider than the block": (
+        lambda d: ["run", TINY, "--set", "align.method=ease", "--set", "ease.bottleneck=64"],
+        "config key 'ease.bottleneck': 64 is wider than vit_test_tiny's narrowest block (32)"),
+    "ease beta without the pre-trained subspace": (
+        lambda d: ["run", TINY, "--set", "align.method=ease", "--set", "ease.beta=1"], "config key 'ease.beta'"),
     "slca milestones": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set", "slca.milestones=[5, 2]"],
                         "config key 'slca.milestones': must be increasing"),
     "slca fresh norm on a cnn": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set",

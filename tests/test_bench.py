@@ -245,12 +245,12 @@ def test_moments_of_hand_made_draws():
 
 @pytest.mark.parametrize("argv, message", [
     (["--only", "nope"], "error: unknown bench row 'nope'; the rows: lora_worker, merge, bank, loader, "
-                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, remote_data"),
+                         "end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, ease_eval, plan, remote_data"),
     (["--only", "merg"], "error: unknown bench row 'merg'; did you mean 'merge'? the rows: lora_worker, merge, bank, "
-                         "loader, end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, "
-                         "remote_data"),
+                         "loader, end_to_end, task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, ease_eval, "
+                         "plan, remote_data"),
     (["--only"], "error: --only needs a row name; the rows: lora_worker, merge, bank, loader, end_to_end, "
-                 "task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, plan, remote_data"),
+                 "task_overhead, sweep, lambda_sweep, gpu, gpu_paths, memory, ease_eval, plan, remote_data"),
     (["--only", "merge", "--json", "missing/r.json"], "error: --json missing/r.json: folder missing does not exist; "
                                                       "create it or choose another path"),
     (["--threads", "0"], "error: --threads must be >= 1 (got 0)"),
@@ -296,3 +296,13 @@ def test_the_actors_clock_when_they_computed(ray_cluster):
     assert all(covered(intervals, a, b) > 0 for a, b in zip(stamps, stamps[1:]))
     assert any(start < stamp < end for stamp in stamps[1:-1] for start, end in intervals)
     assert covered(intervals, stamps[0], stamps[1]) < run["tasks"][0] - 1.0  # task 0 also holds the actors' start
+
+
+def test_the_ease_eval_row_compares_the_same_accuracies_both_ways():
+    """`ease_eval` --quick: recomputed / cached is a real speed-up and both sides give the same accuracy rows."""
+    from imlca.bench.ease_eval import bench_ease_eval
+    from imlca.bench.measure import Settings
+
+    m = bench_ease_eval(Settings(quick=True))
+    assert m.checks == {"same_accuracies": True} and len(m.samples) == 2
+    assert m.details["tasks"] == 10 and m.ratio > 1

@@ -247,6 +247,46 @@ def slca_aligned(cfg, assets):
     return rows
 
 
+def ease_training(cfg, assets):
+    """EASE's task 0 and task 1 trained (fresh adapter sets, proxy heads): the losses, the sets, the raw
+    prototypes in every subspace."""
+    from imlca.engine.ease_runner import EASERunner
+
+    runner = EASERunner(cfg)
+    first = runner.train(0, {})
+    second = runner.train(1, {f"0.{k}": v for k, v in first.adapter.items()})
+    return [{"losses": out.losses, "adapter": out.adapter, "prototypes": out.head} for out in (first, second)]
+
+
+def ease_scores(cfg, assets):
+    """EASE's logits for fixed features and raw prototypes of three tasks (the centre completes them)."""
+    from imlca.core.gaussian_bank import GaussianBank
+    from imlca.engine.ease_runner import ease_logits
+    from imlca.engine.ease_state import EASEState
+    from imlca.engine.task_output import TaskOutput
+
+    gen, dim, p = torch.Generator().manual_seed(0), 4, int(cfg.ease.pretrained_subspace)
+    state = EASEState(cfg, {}, dim)
+    stats = GaussianBank(dim).state_dict()  # no statistics: EASE's centre does not read them
+    for task in range(3):
+        raw = torch.randn(2, (task + 1 + p) * dim, generator=gen)
+        _, heads = state.integrate(TaskOutput(task, {"w": torch.zeros(1)}, raw, stats, [0.5]))
+    return ease_logits(cfg, torch.randn(5, (3 + p) * dim, generator=gen), heads["ease"])
+
+
+def ease_passes(cfg, assets):
+    """The backbone passes over one task's test images in two tasks' evaluations, and their accuracy rows."""
+    from imlca.engine.ease_runner import EASERunner
+    from imlca.engine.ease_state import EASEState
+
+    runner = EASERunner(cfg)
+    state, rows = EASEState(cfg, {}, runner.model.dim), []
+    for task in (0, 1):
+        weights, heads = state.integrate(runner.train(task, state.train_input()))
+        rows.append(runner.evaluate(task, weights, heads)["test"])
+    return runner.passes, rows
+
+
 def ray_request(cfg, assets):
     """What a TaskWorker (and a Tune trial's bundle) asks Ray for."""
     return cfg.resources.ray_resources()
@@ -269,6 +309,7 @@ LITE0 = {"model.backbone": "tf_efficientnet_lite0", "data.image_size": 32}
 MLFLOW = {"tracking.uri": "sqlite:///{tmp}/a.db"}
 TWO_EPOCHS = {"train.epochs": 2}
 SLCA = {"align.method": "slca", "align.compare": [], "train.epochs": 2, "slca.milestones": [1]}
+EASE = {"align.method": "ease", "train.epochs": 1}
 SLCA_CA = {"align.method": "slca", "align.compare": [], "slca.ca_samples_per_class": 8, "slca.ca_epochs": 2}  # half tiny's training; the cosine schedule still moves from lr towards min_lr
 
 
@@ -346,6 +387,14 @@ EFFECTS: dict[str, Effect | tuple[Effect, ...]] = {  # a tuple: the key checked 
     "resources.memory_gb": Effect(1.0, ray_request),
     "tracking.uri": Effect("sqlite:///{tmp}/b.db", tracked, MLFLOW, slow=True),
     "tracking.experiment": Effect("other", tracked, MLFLOW, slow=True),
+    "ease.bottleneck": Effect(8, ease_training, EASE),
+    "ease.adapter_scale": Effect(1.0, ease_training, EASE),
+    "ease.adapter_dropout": Effect(0.5, ease_training, EASE),
+    "ease.optimizer": Effect("adam", ease_training, EASE),
+    "ease.pretrained_subspace": Effect(True, ease_training, EASE),
+    "ease.alpha": Effect(0.5, ease_scores, EASE),
+    "ease.beta": Effect(1.0, ease_scores, {**EASE, "ease.pretrained_subspace": True}),
+    "ease.cache_features": Effect(False, ease_passes, EASE),
     "slca.backbone_lr_scale": Effect(0.1, slca_training, SLCA),
     "slca.milestones": Effect([], slca_training, SLCA),
     "slca.lr_decay": Effect(0.5, slca_training, SLCA),

@@ -5,10 +5,11 @@ import torch
 
 from imlca.config import load_config
 from imlca.config.sweep import Sweep, SweepConfig
+from imlca.engine.protocol import run_protocol
 from imlca.errors import ConfigError
 from imlca.registries import FAMILIES, METHODS
 
-from conftest import REPO, TINY, tiny_overrides
+from conftest import REPO, TINY, tiny_family_overrides, tiny_overrides
 
 
 def test_every_method_names_a_family_and_every_family_has_a_method():
@@ -70,7 +71,69 @@ def test_the_embedded_rivals_sweep_chooses_each_familys_lr_on_validation_then_ru
     from imlca.config.sweep import load_sweep
 
     sweep = load_sweep(REPO / "sweeps" / "embedded_rivals.yaml")
-    assert sweep.cfg.space["align.method"] == {"grid": ["im_lca", "slca"]} and "train.lr" in sweep.cfg.space
+    assert sweep.cfg.space["align.method"] == {"grid": ["im_lca", "slca", "ease"]} and "train.lr" in sweep.cfg.space
     assert sweep.cfg.metric == "val_avg_acc" and sweep.cfg.confirm_per == ["align.method"]
     assert sweep.cfg.confirm_space == {"seed": {"grid": [1993, 1994, 1995]}}
     assert sweep.base_tree["model"]["backbone"] == "tf_efficientnet_lite0"
+
+
+def test_an_ease_run_keeps_one_adapter_set_per_task_and_prototypes_in_every_subspace(tiny_ease_run):
+    run = tiny_ease_run
+    assert run.methods == ["ease"] and [len(r) for r in run.acc["ease"]] == [1, 2, 3]
+    assert all(0 <= v <= 100 and (v * 40) % 1 == 0 for r in run.acc["ease"] for v in r)  # 40 images per task
+    sets = {k.split(".", 1)[0] for k in run.merged}
+    assert sets == {"0", "1", "2"}  # three frozen adapter sets, `<j>.<site>.<down|up>.<weight|bias>`
+    assert [tuple(h.shape) for h in run.heads["ease"]] == [(2, 96)] * 3  # completed: 3 subspaces × D = 32
+    assert run.heads["ease"][0][:, 32:].abs().sum() > 0  # task 0's classes complemented in the newer subspaces
+
+
+def test_ease_cached_features_give_the_recomputed_numbers_with_fewer_passes(tiny_ease_run):
+    """Frozen adapters' test features kept on the worker: the same accuracies as recomputing them every task,
+    and 2t + 1 new (task, subspace) passes at task t instead of (t + 1)²."""
+    from imlca.engine.ease_runner import EASERunner
+    from imlca.engine.ease_state import EASEState
+
+    cfg = load_config(TINY, tiny_family_overrides("ease") + ["ease.cache_features=false"])
+    recomputed = run_protocol(cfg)
+    assert recomputed.acc == tiny_ease_run.acc
+    runner = EASERunner(load_config(TINY, tiny_family_overrides("ease")))
+    state, passes = EASEState(runner.cfg, {}, runner.model.dim), []
+    for task in range(3):
+        runner.evaluate(task, *state.integrate(runner.train(task, state.train_input())))
+        passes.append(runner.passes)
+    assert passes == [1, 1 + 3, 1 + 3 + 5]
+
+
+def test_an_adapter_family_needs_an_adapter_definition_and_a_bottleneck_no_wider_than_the_blocks(monkeypatch):
+    from imlca.registries import BACKBONES, BackboneSpec
+
+    monkeypatch.setitem(BACKBONES, "plain_vit", BackboneSpec("vit_tiny_patch16_224", "qkv", sized=True))
+    with pytest.raises(ConfigError, match=r"'model.backbone': plain_vit has no adapter definition"):
+        load_config(TINY, ["align.method=ease", "model.backbone=plain_vit"])
+    load_config(TINY, ["model.backbone=plain_vit"])  # IM needs none
+    with pytest.raises(ConfigError, match=r"'ease.bottleneck': 32 is wider than tf_efficientnet_lite0's narrowest"):
+        load_config(TINY, ["align.method=ease", "model.backbone=tf_efficientnet_lite0", "ease.bottleneck=32"])
+
+
+def test_the_cnn_adapter_is_a_parallel_bottleneck_per_block_that_starts_as_the_identity():
+    """Lite0's convolutional analogue: every block (strided ones included) gets block(x) + s·up(ReLU(down(x)));
+    fresh, the features are the plain backbone's; a non-zero `up` changes them."""
+    from imlca.models.adapters import read_set, sites
+    from imlca.models.backbone import create_backbone
+    from imlca.models.model import build_adapter_model
+
+    cfg = load_config(TINY, ["align.method=ease", "model.backbone=tf_efficientnet_lite0", "data.image_size=32"])
+    model = build_adapter_model(cfg, 16, 0.1, 0.1)
+    torch.manual_seed(cfg.seed)
+    plain = create_backbone("tf_efficientnet_lite0", False, None, 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    expected = plain.forward_head(plain.forward_features(x), pre_logits=True)
+    assert torch.allclose(model.features(x), expected, atol=1e-6)
+    assert len(sites(model.backbone)) == 16 and {v.shape[0] for k, v in read_set(model.backbone).items()
+                                                  if k.endswith("down.weight")} == {16}
+    with torch.no_grad():
+        for site in sites(model.backbone).values():
+            site.adapter.up.weight.normal_()
+    assert not torch.allclose(model.features(x), expected, atol=1e-3)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] and \
+        all(".adapter." in n for n, p in model.named_parameters() if p.requires_grad)

@@ -362,3 +362,19 @@ def test_the_probe_prices_slca_with_its_whole_backbone_and_its_own_alignment(tmp
     assert plan.notes == [f"slca: a task trains {model['trainable_params'] / 1e6:.2f}M parameters (probed); the "
                           f"centre holds weights of {model['backbone_bytes'] / 2**20:.0f} MiB + Gaussians of 0 MiB "
                           "(6 classes × 32²) after the last task"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], [(1, 10), (1, 20), (1, 30)]),  # IM: one pass over the seen images
+    (["align.method=ease", "ease.cache_features=false"], [(1, 10), (2, 40), (3, 90)]),  # t + 1 subspaces, all
+    (["align.method=ease"], [(1, 10), (2, 30), (3, 50)]),  # kept: the new subspace over all + the older over t's
+    (["align.method=ease", "ease.pretrained_subspace=true"], [(2, 20), (3, 40), (4, 60)]),
+])
+def test_the_plan_prices_eases_passes_per_subspace(overrides, expected):
+    from imlca.config import load_config
+    from imlca.planning.estimate import feature_passes
+    from imlca.planning.workload import TaskWork, TrialWork
+
+    cfg = load_config(TINY, overrides)
+    trial = TrialWork({}, cfg, [TaskWork(8, 10 * (t + 1), 0, 2 * (t + 1)) for t in range(3)], "data", 0)
+    assert [feature_passes(trial, t) for t in range(3)] == expected

@@ -101,6 +101,9 @@ class BackboneSpec:
     sized: bool = False  # ViTs take img_size (position embeddings follow the input size)
     embedded_weights: str | None = None  # "module:function" → offline weights shipped in a package
     random_only: bool = False  # shapes of its own (kwargs): no pretrained weights exist for it
+    adapter: str | None = None  # the adapter families' site per block (models/adapters.py): "vit_mlp" parallel
+    # to each MLP, "conv_block" parallel to each CNN block; None: no adapter definition
+    adapter_width: int = 0  # the narrowest block an adapter sits on: a bottleneck may not be wider
 
     @property
     def hub_weights(self) -> bool:
@@ -109,15 +112,20 @@ class BackboneSpec:
 
 
 BACKBONES = Registry("backbone", {
-    "vit_base_patch16_224": BackboneSpec("vit_base_patch16_224", VIT_QKV, sized=True),
-    "vit_small_patch16_224": BackboneSpec("vit_small_patch16_224", VIT_QKV, sized=True),
-    "vit_tiny_patch16_224": BackboneSpec("vit_tiny_patch16_224", VIT_QKV, sized=True),
+    "vit_base_patch16_224": BackboneSpec("vit_base_patch16_224", VIT_QKV, sized=True, adapter="vit_mlp",
+                                         adapter_width=768),
+    "vit_small_patch16_224": BackboneSpec("vit_small_patch16_224", VIT_QKV, sized=True, adapter="vit_mlp",
+                                          adapter_width=384),
+    "vit_tiny_patch16_224": BackboneSpec("vit_tiny_patch16_224", VIT_QKV, sized=True, adapter="vit_mlp",
+                                         adapter_width=192),
     # two blocks of width 32: the ViT path of the unit tests, in milliseconds
     "vit_test_tiny": BackboneSpec("vit_tiny_patch16_224", VIT_QKV,
                                   dict(depth=2, embed_dim=32, num_heads=2, patch_size=8), sized=True,
-                                  random_only=True),
+                                  random_only=True, adapter="vit_mlp", adapter_width=32),
+    # its adapter is the convolutional analogue (models/adapters.py); its narrowest block has 16 channels
     "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", LITE0_1X1,
-                                          embedded_weights="imlca.models.backbone:lite0_wheel_weights"),
+                                          embedded_weights="imlca.models.backbone:lite0_wheel_weights",
+                                          adapter="conv_block", adapter_width=16),
 })
 
 # --- merging ----------------------------------------------------------------------------------------------------
@@ -160,6 +168,7 @@ METHODS = Registry("method", {
     "im_ca": MethodSpec("IM+CA", "ce"),  # plain cross-entropy on sampled features, SLCA-style
     "im_lca": MethodSpec("IM+LCA", "lca"),
     "slca": MethodSpec("SLCA", None, family="slca"),  # its own alignment (CA with logit norm), in its family
+    "ease": MethodSpec("EASE", None, family="ease"),  # prototypes in one subspace per task's adapter
 })
 
 # --- method families (engine/family.py: the five slots a family fills) -------------------------------------------
@@ -182,6 +191,8 @@ FAMILIES = Registry("method family", {
                      "LoRA per task merged into one backbone; IM, IM+CA, IM+LCA differ only in their heads"),
     "slca": FamilySpec("SLCA", "imlca.engine.slca_runner:SLCARunner", "imlca.engine.slca_state:SLCAState",
                        "the whole backbone at lr/100, heads aligned on Gaussians with logit norm (Zhang et al.)"),
+    "ease": FamilySpec("EASE", "imlca.engine.ease_runner:EASERunner", "imlca.engine.ease_state:EASEState",
+                       "a fresh adapter per task, prototypes in every adapter's subspace (Zhou et al.)"),
 })
 
 

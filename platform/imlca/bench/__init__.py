@@ -52,6 +52,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "memory": Benchmark(Goal("<=", 1.2, "x", "peak RSS of a grouped λ trial with 12 variants / with 1, 200 classes × "
                                               "768-d bank, each in a fresh process"),
                         "imlca.bench.memory:bench_memory"),
+    "ease_eval": Benchmark(Goal(">=", 3.0, "x", "EASE's evaluation of 10 tasks, features recomputed at every task / "
+                                                "each frozen adapter's test features kept (speed-up)"),
+                           "imlca.bench.ease_eval:bench_ease_eval"),
     "plan": Benchmark(Goal("<=", 0.2, "fraction", "|predicted / measured - 1|: `imlca plan --probe` of the embedded "
                                                    "sweep vs that sweep run right after it"),
                       "imlca.bench.plan_row:bench_plan"),

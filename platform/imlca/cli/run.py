@@ -120,9 +120,13 @@ def execute(args: argparse.Namespace) -> int:
     write(out)
     if tracked is not None:
         tracked.finish(write)
-    print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors, "
-          f"model/ ({'backbone' if cfg.align.family == 'slca' else 'peft adapter'}, head, class names: "
-          f"imlca predict {out} IMAGE)")
+    from imlca.engine.export import NOT_EXPORTED
+
+    model = "no model/ (its prediction takes one backbone pass per adapter set)" \
+        if cfg.align.family in NOT_EXPORTED else \
+        (f"model/ ({'backbone' if cfg.align.family == 'slca' else 'peft adapter'}, head, class names: "
+         f"imlca predict {out} IMAGE)")
+    print(f"wrote {out}: config.yaml, results.json, accuracy_<method>.csv, adapter/heads .safetensors, {model}")
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from imlca.config.ease import EASEConfig, check_adapter
 from imlca.config.slca import SLCAConfig
 from imlca.config.loading import (choose, config_path, described, flatten, folder_name, from_dict, parse_override,
                                   read_config_tree, require, set_dotted, to_dict)
@@ -292,18 +293,23 @@ class ExperimentConfig:
     resources: ResourcesConfig = described(factory=ResourcesConfig, doc="what each TaskWorker holds on Ray")
     tracking: TrackingConfig = described(factory=TrackingConfig, doc="MLflow tracking")
     slca: SLCAConfig = described(factory=SLCAConfig, doc="SLCA's own settings (read by the slca family only)")
+    ease: EASEConfig = described(factory=EASEConfig, doc="EASE's own settings (read by the ease family only)")
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
         folder_name(self.name, "name")
         family = self.align.family
-        if family != "slca" and self.slca != SLCAConfig():
-            changed = next(k for k in vars(self.slca) if getattr(self.slca, k) != getattr(SLCAConfig(), k))
-            raise ConfigError(f"slca.{changed}", f"is a setting of the slca family, but align.method is "
-                              f"{self.align.method} (family {family}); remove it or set align.method=slca")
+        for section in FAMILY_SECTIONS:
+            settings, defaults = getattr(self, section), type(getattr(self, section))()
+            if family != section and settings != defaults:
+                changed = next(k for k in vars(settings) if getattr(settings, k) != getattr(defaults, k))
+                raise ConfigError(f"{section}.{changed}", f"is a setting of the {section} family, but align.method "
+                                  f"is {self.align.method} (family {family}); remove it or set align.method={section}")
         require(not (family == "slca" and self.slca.fresh_final_norm and not BACKBONES[self.model.backbone].sized),
                 "slca.fresh_final_norm", f"needs a ViT (a final LayerNorm); {self.model.backbone} has none: set "
                 "it to false")
+        if family in ADAPTER_FAMILIES:
+            check_adapter(self.model.backbone, getattr(self, family).bottleneck, family)
 
     @staticmethod
     def prepare_tree(tree: dict) -> None:
@@ -323,7 +329,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-FAMILY_SECTIONS = ("slca",)  # config sections read by one method family only
+FAMILY_SECTIONS = ("slca", "ease")  # config sections read by one method family only (named as the family)
+ADAPTER_FAMILIES = ("ease",)  # families that train models/adapters.py's adapters (a `bottleneck` in their section)
 # keys that change where or how a run executes, not what it computes
 NOT_IN_FINGERPRINT = ("name", "output_dir", "plugins", "tracking.", "resources.", "data.root",
                       "data.num_workers", "data.cache_dir", "train.device", "train.channels_last", "train.compile")

@@ -77,9 +77,14 @@ def class_names(cfg: ExperimentConfig, num_classes: int) -> list[str]:
     return [names[c] if names else f"class {c}" for c in class_order(num_classes, cfg.seed).tolist()]
 
 
-def export_run_folder(run_dir: Path, cfg: ExperimentConfig) -> Path:
+NOT_EXPORTED = ("ease",)  # families whose prediction takes several backbone passes: no single-model folder
+
+
+def export_run_folder(run_dir: Path, cfg: ExperimentConfig) -> Path | None:
     """`run_dir/model/` from a finished run's `adapter.safetensors` and `heads.safetensors` (the heads of
-    `align.method`)."""
+    `align.method`); None for a family in NOT_EXPORTED (its run folder keeps the adapter sets and prototypes)."""
+    if cfg.align.family in NOT_EXPORTED:
+        return None
     merged = load_file(str(Path(run_dir) / "adapter.safetensors"))
     heads_file = load_file(str(Path(run_dir) / "heads.safetensors"))
     method = cfg.align.method

@@ -82,3 +82,16 @@ def build_full_model(cfg: ExperimentConfig, fresh_final_norm: bool = False) -> I
     if fresh_final_norm:
         backbone.norm.reset_parameters()
     return IncrementalModel(backbone, layer_norm=False).freeze_statistics()
+
+
+def build_adapter_model(cfg: ExperimentConfig, bottleneck: int, scale: float, dropout: float) -> IncrementalModel:
+    """The frozen backbone with one AdaptFormer site per block (models/adapters.py), the adapters at a fresh
+    draw from cfg.seed: the adapter families (EASE, MOS)."""
+    from imlca.models.adapters import attach_adapters
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.checkpoint,
+                                   cfg.data.image_size, cfg.model.pretrained_tag)
+        backbone = attach_adapters(backbone, cfg.model.backbone, bottleneck, scale, dropout)
+    return IncrementalModel(backbone, layer_norm=False).freeze_statistics()

@@ -73,6 +73,23 @@ def model_figure(figures: Figures, trial: TrialWork, device: Device) -> dict | N
     return figures.get("models", min(found)[1]) if found else None
 
 
+def feature_passes(trial: TrialWork, t: int) -> tuple[int, int]:
+    """(backbone passes over task t's training images for its statistics or prototypes, test + validation images
+    passed through the backbone for the evaluation after t). One and the seen images, except EASE's: one pass per
+    subspace (t + 1, +1 with the pre-trained one); kept test features (`ease.cache_features`) leave the new
+    subspace over every seen image plus the older ones over task t's images."""
+    task = trial.tasks[t]
+    seen = task.test + task.val
+    if trial.cfg.align.family != "ease":
+        return 1, seen
+    e = trial.cfg.ease
+    older = t + int(e.pretrained_subspace)  # subspaces before task t's adapter
+    if not e.cache_features:
+        return older + 1, (older + 1) * seen
+    own = seen - (trial.tasks[t - 1].test + trial.tasks[t - 1].val if t else 0)
+    return older + 1, seen + older * own
+
+
 @dataclass
 class TrialCost:
     seconds: float
@@ -93,9 +110,10 @@ def trial_cost(trial: TrialWork, figures: Figures, device: Device, cached: bool)
     trains = trial.trains or not cached
     for t, task in enumerate(trial.tasks):
         if trains:
+            stats_passes, eval_images = feature_passes(trial, t)
             parts["training"] += trial.cfg.train.epochs * task.train / model["train_img_s"]
-            parts["statistics"] += task.train / model["feature_img_s"]
-            parts["evaluation"] += (task.test + task.val) / model["feature_img_s"]
+            parts["statistics"] += stats_passes * task.train / model["feature_img_s"]
+            parts["evaluation"] += eval_images / model["feature_img_s"]
         if t >= 1 and trial.alignments:
             seconds = None if align is None else align_seconds(align, task.classes, trial)
             if seconds is None:

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from imlca.config import DataConfig
-from imlca.config.experiment import INTERPOLATIONS
+from imlca.config.data import INTERPOLATIONS
 
 INTERPOLATION = {name: v2.InterpolationMode[name.upper()] for name in INTERPOLATIONS}
 # The authors' test resize (their utils/data.py, build_transform): int(256/224 · size), except CIFAR-100, whose

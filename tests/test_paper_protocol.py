@@ -71,8 +71,10 @@ DIFFERENCES = {  # deliberate, listed in docs/paper.md's table of differences
 NOT_PROTOCOL = ("name", "output_dir", "tracking.", "resources.", "robustness.", "data.root", "data.num_workers",
                 "data.benchmark", "data.train_per_class", "data.test_per_class", "data.eval_resize_ratio",
                 "model.checkpoint", "train.device", "align.method", "align.compare",
-                "data.cache_dir", "train.channels_last", "train.compile",  # where and how fast, not what
-                "slca.")  # another family's settings (at their defaults: refused otherwise)
+                "data.cache_dir", "data.remote_decoded", "train.channels_last", "train.compile",  # where and how
+                # fast, not what
+                "plugins",  # extensions imported in every process (none in the paper configs)
+                "slca.", "ease.")  # other families' settings (at their defaults: refused otherwise)
 # The authors' tuned alignment per benchmark, 0d1bd01 lca.py:873-911 (`best_params`, commented out; read at lca.py:
 # 778-786: λ = 10^robust_weight_log, w = 10^entropy_weight_log): align.lr, align.lam, align.entropy_weight,
 # align.logit_norm_temperature. Cars has none.

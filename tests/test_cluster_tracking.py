@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from test_cluster_configs import CLUSTER, CRDS, KUBERAY, LAUNCHERS, ROOT, launcher, load, strict, tracking_objects
+from cluster_files import CLUSTER, CRDS, KUBERAY, LAUNCHERS, ROOT, launcher, load, strict, tracking_objects
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)

@@ -1,6 +1,7 @@
 """`imlca plan`: the work counted from a sweep (grid sizes, alignments, shared trajectories, published image counts),
-trials packed onto worker types (fractional GPUs, max_workers), seconds from measured figures with exact answers,
-the refusals (no worker type fits; a figure no probe measured), and the probe cache."""
+trials packed onto worker types (fractional GPUs, max_workers), seconds and prices from measured figures with exact
+answers, every cluster config read, and the command's table, JSON and one-line refusals (no worker type fits; a
+figure no probe measured)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from imlca.cli import main
@@ -16,36 +16,11 @@ from imlca.config.sweep import load_sweep
 from imlca.errors import UserError
 from imlca.planning.clusters import apply_prices, local_cluster, read_cluster
 from imlca.planning.estimate import per_node, schedule, TrialCost
-from imlca.planning.figures import Device, Figures, model_key, record_gpu_training
-from imlca.planning.memory import PROCESS_BYTES
+from imlca.planning.figures import Device, model_key
 from imlca.planning.plan import make_plan
 from imlca.planning.workload import TaskWork, task_counts, workload
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "sweeps" / "tiny.yaml"
-GIB = 2**30
-
-
-def write_sweep(tmp_path: Path, name: str = "s", **fields) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"base": str(TINY), **fields}))
-    return path
-
-
-def tiny_figures(tmp_path: Path, threads: int = 1, device: str = "cpu", concurrent: int = 1) -> Figures:
-    """Round figures for the tiny config: 80 images/s training, 160 features/s, alignment 0.5 s a batch."""
-    figures = Figures(tmp_path / "probes.json")
-    sweep = load_sweep(write_sweep(tmp_path, "figs"))
-    cfg = workload(sweep).trials[0].cfg
-    where = Device(device, threads, concurrent)
-    figures.put("models", model_key(cfg, where), {"train_img_s": 80.0, "feature_img_s": 160.0, "build_s": 2.0,
-                                                   "dim": 32})
-    figures.put("align", f"32|32|{where.slot()}", {"samples_per_class": 32, "cholesky_s": 0.5, "draw_s_per_class": 0.25,
-                                              "per_batch_s": {"2": 0.5, "6": 0.5}})
-    figures.put("fixed", "local", {"imports_s": 1.0, "ray_init_s": 2.0, "first_trial_s": 3.0, "fit_end_s": 0.5,
-                                   "shutdown_s": 0.5, "worker_imports_s": 4.0, "plain_trial_imports_s": 1.0,
-                                   "cached_trial_imports_s": 6.0})
-    return figures
+from plan_inputs import GIB, ROOT, TINY, tiny_figures, write_sweep
 
 
 def test_trials_are_the_grid_times_num_samples_and_each_task_is_counted(tmp_path):
@@ -205,58 +180,6 @@ def test_the_plan_prints_a_table_and_json(tmp_path, capsys, monkeypatch):
     assert code == 0 and doc["trials"] == 2 and doc["chosen"] == "cpu" and doc["types"][0]["per_node"] == 2
 
 
-def test_the_probe_cache_round_trips_and_bench_gpu_figures_serve_gpu_workers(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMLCA_PLAN_PROBES", str(tmp_path / "cache" / "probes.json"))
-    record_gpu_training("vit_base_patch16_224", 224, "bf16", 128, "NVIDIA A10G", 500.0, 1500.0, 768)
-    figures = Figures()
-    key = "vit_base_patch16_224|224|bf16|128|NVIDIA A10G|1"
-    assert figures.get("models", key)["train_img_s"] == 500.0
-    paper = workload(load_sweep(ROOT / "sweeps" / "paper" / "table1.yaml")).trials[0]
-    from imlca.planning.estimate import model_figure
-
-    assert model_figure(figures, paper, Device("A10G", 7))["feature_img_s"] == 1500.0  # batch 64 there: any batch
-    assert model_figure(figures, paper, Device("A100", 7)) is None
-    (tmp_path / "cache" / "probes.json").write_text("{not json")
-    assert Figures().doc["models"] == {}  # a torn or foreign file is measured again, not trusted
-
-
-def test_the_probe_measures_the_tiny_config_side_by_side(tmp_path):
-    from imlca.planning.probe import run_probe
-
-    figures = tiny_figures(tmp_path)  # keeps its fixed figures: the Ray part is tested apart (slow)
-    work = workload(load_sweep(write_sweep(tmp_path)))
-    run_probe(work, Device("cpu", 1, 2), figures, say=lambda line: None)  # two probe processes at once
-    stored = Figures(tmp_path / "probes.json")
-    model = stored.get("models", model_key(work.trials[0].cfg, Device("cpu", 1, 2)))
-    assert model["dim"] == 32 and model["train_img_s"] > 0 and model["feature_img_s"] > 0
-    assert model["source"] == "the trial's own data and loader"
-    align = stored.get("align", "32|32|1x2")
-    assert sorted(align["per_batch_s"]) == ["4", "6"]  # the class counts tasks 1, 2 reach
-    assert align["cholesky_s"] > 0 and align["draw_s_per_class"] > 0
-
-
-def test_bench_gpu_hands_its_figures_to_the_plan(tmp_path, monkeypatch):
-    from imlca.bench.gpu import record_for_plan
-    from imlca.config import load_config
-    from imlca.models.model import build_model
-
-    monkeypatch.setenv("IMLCA_PLAN_PROBES", str(tmp_path / "probes.json"))
-    model = build_model(load_config(TINY))
-    batch = (torch.rand(4, 3, 16, 16), torch.zeros(4, dtype=torch.int64))
-    record_for_plan("vit_test_tiny", model, batch, 123.0, "fp32", torch.device("cpu"))
-    entry = Figures().get("models", "vit_test_tiny|16|fp32|4|cpu|1")
-    assert entry["train_img_s"] == 123.0 and entry["feature_img_s"] > 0 and entry["dim"] == 32
-
-
-@pytest.mark.slow
-def test_the_probe_times_ray_and_tune_start_up():
-    from imlca.planning.probe import probe_fixed
-
-    fixed = probe_fixed(cached=False)
-    assert set(fixed) == {"imports_s", "ray_init_s", "first_trial_s", "fit_end_s", "shutdown_s", "worker_imports_s"}
-    assert all(value >= 0 for value in fixed.values()) and fixed["ray_init_s"] > 0
-
-
 def test_aws_prices_are_ray_node_labels():
     from ray._private.label_utils import validate_node_label_syntax
 
@@ -287,94 +210,3 @@ def test_the_plan_sees_which_trajectories_the_cache_holds(tmp_path):
     cache.store(trajectory_fingerprint(cfg), compute_trajectory(cfg))
     (tmp_path / "trajectories" / "torn").mkdir()  # a folder without a manifest is no entry
     assert cache.entries() == {trajectory_fingerprint(cfg)}
-
-
-def paper_figures(tmp_path: Path, gpus: list[str]) -> Figures:
-    """Round figures for the paper's ViT-B/16 trials (7 threads, 768-d) on the named GPUs."""
-    figures = tiny_figures(tmp_path)
-    for gpu in gpus:
-        figures.put("models", f"vit_base_patch16_224|224|bf16|64|NVIDIA {gpu}|7",
-                    {"train_img_s": 500.0, "feature_img_s": 1500.0, "build_s": 10.0, "dim": 768})
-    figures.put("align", "768|128|7", {"samples_per_class": 512, "cholesky_s": 0.01, "draw_s_per_class": 0.01,
-                                       "per_batch_s": {"1": 0.001, "400": 0.002}})
-    return figures
-
-
-@pytest.mark.parametrize("name, gpus", [("aws.yaml", ["A10G", "A100"]), ("gcp.yaml", ["L4", "A100"])])
-def test_the_lambda_search_fits_the_paper_worker_types(tmp_path, name, gpus):
-    """sweeps/paper/lambda_search.yaml: 12 λ values in each trial read one bank, so a trial's peak (~4 GiB at
-    OmniBenchmark's 300 classes) fits the 16 GiB a paper trial reserves: no memory warning. The same sweep with
-    a trial reserving 3 GiB gets one line for the benchmarks that need more."""
-    figures = paper_figures(tmp_path, gpus)
-    sweep = load_sweep(ROOT / "sweeps" / "paper" / "lambda_search.yaml")
-    plan = make_plan(workload(sweep), read_cluster(ROOT / "cluster" / name), figures, "cpu")
-    omni = plan.memory["omnibenchmark"]
-    assert omni.parts["factors"] == 300 * 768 * 768 * 8 and omni.parts["heads"] == 12 * 3 * 300 * 768 * 4
-    assert 3 * GIB < omni.peak < 6 * GIB
-    assert not [w for w in plan.warnings if "memory" in w or "bank" in w]
-    sweep.base_tree["resources"]["memory_gb"] = 3
-    small = make_plan(workload(sweep), read_cluster(ROOT / "cluster" / name), figures, "cpu")
-    short = [w for w in small.warnings if "memory" in w]
-    assert short and all(w.count("\n") == 0 and "more than it gets on" in w for w in short)
-    assert any(w.startswith("omnibenchmark: a trial needs") for w in short)
-    assert not any(w.startswith("vtab:") for w in short)  # 50 classes: fits in 3 GiB
-
-
-def test_the_planned_memory_of_a_grouped_trial_is_within_20_percent_of_its_measured_peak(tmp_path):
-    """The plan's arithmetic (planning/memory.py) against the peak RSS of a fresh process running the grouped
-    trial of the `memory` bench row, at a smaller bank (150 classes × 512-d): 12 λ variants on one cached
-    trajectory."""
-    from imlca.bench.memory import FINGERPRINT, measure, planned_bytes, synthetic_trajectory
-    from imlca.engine.trajectory_cache import TrajectoryCache
-
-    trajectory = synthetic_trajectory(150, 512, 3)
-    TrajectoryCache(str(tmp_path)).store(FINGERPRINT, trajectory)
-    planned = planned_bytes(trajectory, 12, 8)
-    del trajectory
-    measured = measure(str(tmp_path), 12, 8, threads=1)
-    # ≈ 1.86 GB measured here, 1.64 GB planned: the factors alone (315 MB) left out would miss by 30%
-    assert abs(planned / measured["peak_bytes"] - 1) <= 0.2, (planned, measured)
-    assert measured["start_bytes"] < PROCESS_BYTES * 1.2  # what a trial's imports take, as the plan counts them
-
-
-def test_the_probe_prices_slca_with_its_whole_backbone_and_its_own_alignment(tmp_path):
-    """SLCA's figures are its own (key suffix `slca`): the probe counts every backbone parameter as trained, its
-    CA is timed at 256 samples per class, and the plan names what a task trains and what the centre holds."""
-    from imlca.config import load_config
-    from imlca.models.model import build_full_model
-    from imlca.planning.probe import run_probe
-
-    figures = tiny_figures(tmp_path)
-    slca = {"align.method": "slca", "align.compare": [], "slca.ca_epochs": 2, "slca.ca_samples_per_class": 16}
-    work = workload(load_sweep(write_sweep(tmp_path, set=slca)))
-    assert work.trials[0].alignments == 1  # one CA after each task from the second on
-    run_probe(work, Device("cpu", 1, 1), figures, say=lambda line: None)
-    stored = Figures(tmp_path / "probes.json")
-    key = model_key(work.trials[0].cfg, Device("cpu", 1, 1))
-    assert key.endswith("|slca")
-    model = stored.get("models", key)
-    backbone = build_full_model(load_config(TINY)).backbone
-    assert model["trainable_params"] == sum(p.numel() for p in backbone.parameters())  # the whole backbone
-    assert model["backbone_bytes"] == sum(t.numel() * t.element_size() for t in backbone.state_dict().values())
-    assert sorted(stored.get("align", "32|16|1|slca")["per_batch_s"]) == ["4", "6"]
-    plan = make_plan(work, local_cluster({"CPU": 2.0}, "cpu"), stored, "cpu")
-    assert plan.chosen.costs[0].parts["alignment"] > 0
-    assert plan.notes == [f"slca: a task trains {model['trainable_params'] / 1e6:.2f}M parameters (probed); the "
-                          f"centre holds weights of {model['backbone_bytes'] / 2**20:.0f} MiB + Gaussians of 0 MiB "
-                          "(6 classes × 32²) after the last task"]
-
-
-@pytest.mark.parametrize("overrides, expected", [
-    ([], [(1, 10), (1, 20), (1, 30)]),  # IM: one pass over the seen images
-    (["align.method=ease", "ease.cache_features=false"], [(1, 10), (2, 40), (3, 90)]),  # t + 1 subspaces, all
-    (["align.method=ease"], [(1, 10), (2, 30), (3, 50)]),  # kept: the new subspace over all + the older over t's
-    (["align.method=ease", "ease.pretrained_subspace=true"], [(2, 20), (3, 40), (4, 60)]),
-])
-def test_the_plan_prices_eases_passes_per_subspace(overrides, expected):
-    from imlca.config import load_config
-    from imlca.planning.estimate import feature_passes
-    from imlca.planning.workload import TaskWork, TrialWork
-
-    cfg = load_config(TINY, overrides)
-    trial = TrialWork({}, cfg, [TaskWork(8, 10 * (t + 1), 0, 2 * (t + 1)) for t in range(3)], "data", 0)
-    assert [feature_passes(trial, t) for t in range(3)] == expected

@@ -41,6 +41,8 @@ def test_a_misspelt_key_or_value_gets_the_closest_name(tmp_path):
     value = one_error(cli(["run", str(TINY), "--set", "merge.rule=max_ab"], tmp_path))
     assert value == "error: config key 'merge.rule': unknown value 'max_ab'; did you mean 'max_abs'? use one of " \
                     "max_abs, mean, ties"
+    family = one_error(cli(["run", str(TINY), "--set", "method=slca"], tmp_path))  # the key one section down
+    assert family.startswith("error: config key 'method': unknown key; did you mean 'align.method'? valid keys ")
     assert not (tmp_path / "outputs").exists()
 
 

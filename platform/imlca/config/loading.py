@@ -138,6 +138,14 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _section_of(key: str, hints: dict, prefix: str) -> str:
+    """" did you mean 'align.method'?" for a key given one level too high (`method`): the sections that have it."""
+    homes = [name for name, hint in hints.items()
+             if dataclasses.is_dataclass(hint) and key in {f.name for f in dataclasses.fields(hint)}]
+    names = [f"'{prefix + '.' if prefix else ''}{home}.{key}'" for home in homes]
+    return f" did you mean {' or '.join(names)}?" if names else ""
+
+
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """Build dataclass `cls` from a nested dict; unknown keys, wrong types and bad values name their dotted key."""
     if not isinstance(data, dict):
@@ -151,7 +159,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            hint = did_you_mean(key, names, f"{prefix}." if prefix else "")
+            hint = _section_of(key, hints, prefix) or did_you_mean(key, names, f"{prefix}." if prefix else "")
             raise ConfigError(path, f"unknown key;{hint} valid keys here: {', '.join(sorted(names))}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):

@@ -78,11 +78,13 @@ def status_bytes(field: str) -> int:
 
 def run_trial(cache: str, variants: int, samples: int) -> dict:
     """In this process: the grouped trial; its peak RSS and its RSS before the trajectory is read (bytes)."""
+    from imlca.engine.allocator import return_large_blocks
     from imlca.engine.trajectory import Replay
     from imlca.engine.trajectory_cache import TrajectoryCache
 
     start = status_bytes("VmHWM")
     trajectory = TrajectoryCache(cache).load(FINGERPRINT)
+    return_large_blocks()  # as a grouped trial does once it holds its trajectory
     cfg = trial_config(samples)
     runs = Replay({f"lam={lam}": dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, lam=lam))
                    for lam in LAMBDAS[:variants]}, trajectory)

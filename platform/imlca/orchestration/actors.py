@@ -134,6 +134,9 @@ class CentralActor:
         import imlca.engine.state  # noqa: F401  core only: no timm, peft or data loaders in this actor
         import torch._dynamo  # noqa: F401  torch.optim's first optimizer imports it (2.5 s here): at start-up,
         # beside the TaskWorker's imports, not inside the first alignment (task 1)
+        from imlca.engine.allocator import return_large_blocks
+
+        return_large_blocks()  # this actor only aligns: freed per-class temporaries leave its RSS
 
         self.run_id, self._state, self.checkpoint_dir, self.clock = None, None, None, Stopwatch()
         # a task's checkpoint tensors, written by this thread from the task's integration on (while the TaskWorker

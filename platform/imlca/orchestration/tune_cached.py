@@ -18,6 +18,7 @@ import torch
 from ray import tune
 
 from imlca.config import ExperimentConfig, from_dict, merge_trees
+from imlca.engine.allocator import return_large_blocks
 from imlca.engine.trajectory import Replay, Trajectory, compute_trajectory
 from imlca.engine.trajectory_cache import TrajectoryCache, obtain
 from imlca.orchestration.trajectory_claims import RayClaims
@@ -57,6 +58,7 @@ def cached_trainable(params: dict, base_tree: dict, variants: list[dict], cache_
     cfg = worker_config(merge_trees(base_tree, params), TRIAL)
     torch.set_num_threads(max(1, math.floor(cfg.resources.num_cpus)))  # the CPUs this trial's bundle holds
     trajectory, cached = obtain(cfg, TrajectoryCache(cache_uri), compute_in_trial, RayClaims())
+    return_large_blocks()  # from here on this process only aligns: freed banks' temporaries leave its RSS
     named = {variant_name(v): v for v in variants}
     runs = Replay({name: from_dict(ExperimentConfig, merge_trees(base_tree, {**params, **v}))
                    for name, v in named.items()}, trajectory)  # one bank for every variant

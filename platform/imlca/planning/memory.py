@@ -12,7 +12,8 @@ C classes after the last task, D the feature dim, n `align.samples_per_class`, i
 A cached trial reads its trajectory from one file: while it loads, the file's bytes and the tensors made from them
 are both held, so its peak is the process + the larger of (2 × trajectory) and (trajectory + factors + heads +
 samples). Not counted: a model and loaders (a trial that trains its trajectory frees them before it aligns), LoRA
-adapters (a few MB per task), allocator slack.
+adapters (a few MB per task), allocator slack (small: a process that only aligns hands freed large blocks back,
+engine/allocator.py).
 """
 from __future__ import annotations
 

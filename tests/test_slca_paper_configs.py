@@ -54,15 +54,6 @@ def test_benchmarks_without_an_authors_setting_are_searched_on_validation():
     assert not (SLCA / "imagenet_a.yaml").exists()  # none until one is chosen there
 
 
-def test_the_table1_sweeps_cover_every_benchmark_with_an_authors_setting_on_three_seeds():
-    cells = set()
-    for name in ("table1", "table1_cifar100", "table1_cars"):
-        sweep = load_sweep(SLCA / f"{name}.yaml")
-        benchmarks = sweep.cfg.space.get("data.benchmark", {"grid": [sweep.base_tree["data"]["benchmark"]]})["grid"]
-        cells |= {(b, s) for b in benchmarks for s in sweep.cfg.space["seed"]["grid"]}
-        for benchmark in benchmarks:  # a grid value with the base's settings: the same as that benchmark's file
-            (epochs, milestones, tau), _ = PER_BENCHMARK[benchmark]
-            cfg = load_config(SLCA / f"{benchmark}.yaml")
-            assert (sweep.base_tree["train"]["epochs"], sweep.base_tree["slca"]["milestones"]) == (epochs, milestones)
-            assert sweep.base_tree["slca"]["logit_norm_temperature"] == tau == cfg.slca.logit_norm_temperature
-    assert cells == {(b, s) for b in PER_BENCHMARK for s in (1993, 1994, 1995)}
+def test_table1_holds_every_benchmark_with_an_authors_setting():
+    cases = [case["file"] for case in load_sweep(SLCA.parent / "table1.yaml").cfg.space["case"]["grid"]]
+    assert sorted(c for c in cases if c.startswith("slca/")) == sorted(f"slca/{b}.yaml" for b in PER_BENCHMARK)

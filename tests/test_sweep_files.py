@@ -1,7 +1,9 @@
 """Every shipped experiment and sweep definition loads and says what the docs say it does."""
+import dataclasses
+
 import pytest
 
-from imlca.config import load_config
+from imlca.config import ExperimentConfig, flatten, from_dict, load_config, merge_trees
 from imlca.errors import ConfigError
 from imlca.config.sweep import load_sweep
 
@@ -31,10 +33,29 @@ def test_paper_configs_are_the_paper_setup(benchmark):
     assert a.methods == ["im_lca", "im", "im_ca"] and cfg.merge.alpha == 1.0
 
 
-def test_table1_grid_covers_every_benchmark_and_seed():
+def test_table1_runs_every_paper_setting_as_its_file_says_on_three_seeds():
+    """Each `case` of table1.yaml is one file of sweeps/paper (IM per benchmark, then each family's), and a trial of
+    that case resolves to exactly that file's experiment: every family's every benchmark file is in the grid."""
     sweep = load_sweep(SWEEPS / "paper" / "table1.yaml")
-    assert sweep.cfg.space["data.benchmark"] == {"grid": PAPER}
     assert sweep.cfg.space["seed"] == {"grid": [1993, 1994, 1995]}
+    cases = {case["file"]: case for case in sweep.cfg.space["case"]["grid"]}
+    families = sorted(p.relative_to(SWEEPS / "paper").as_posix() for p in (SWEEPS / "paper").glob("*/*.yaml")
+                      if p.stem in PAPER)
+    assert list(cases)[:len(PAPER)] == [f"{b}.yaml" for b in PAPER] and sorted(list(cases)[len(PAPER):]) == families
+    for name, case in cases.items():
+        trial = from_dict(ExperimentConfig, merge_trees(sweep.base_tree, {"case": case, "seed": 1994}))
+        own = load_config(SWEEPS / "paper" / name)
+        assert flatten(dataclasses.replace(trial, name=own.name, seed=own.seed)) == flatten(own), name
+        assert trial.seed == 1994
+
+
+def test_a_case_may_not_change_what_a_trial_reserves(tmp_path):
+    (tmp_path / "base.yaml").write_text(f"extends: {SWEEPS / 'tiny.yaml'}\n")
+    (tmp_path / "big.yaml").write_text(f"extends: {SWEEPS / 'tiny.yaml'}\nresources: {{num_cpus: 4}}\n")
+    (tmp_path / "s.yaml").write_text("base: base.yaml\nspace:\n  case: {grid: [base.yaml, big.yaml]}\n")
+    with pytest.raises(ConfigError, match=r"space.case.*big.yaml sets resources.num_cpus, which a trial takes from "
+                                          r"the sweep's base"):
+        load_sweep(tmp_path / "s.yaml")
 
 
 def test_ablation_covers_the_five_axes():

@@ -256,9 +256,14 @@ def read_config_tree(path: str | Path, seen: tuple = ()) -> dict:
     return deep_update(read_config_tree(config_path(parent, path.parent), (*seen, path)), tree)
 
 
+CASE = "case"  # the sweep space key whose values are experiment files, each a trial's own base (config/sweep.py)
+
+
 def merge_trees(base: dict, updates: dict[str, Any]) -> dict:
-    """Copy of `base` with dotted `updates` applied (used by sweeps)."""
+    """Copy of `base` with dotted `updates` applied (used by sweeps); a `case` update ({"file", "set"}) applies the
+    dotted keys of its `set`: where its experiment file differs from the sweep's base."""
     tree = copy.deepcopy(base)
     for key, value in updates.items():
-        set_dotted(tree, key, value)
+        for dotted, v in (value["set"].items() if key == CASE and isinstance(value, dict) else [(key, value)]):
+            set_dotted(tree, dotted, v)
     return tree

@@ -11,6 +11,9 @@ space:                        # one entry per dotted config key
 align_space:                  # align.* keys expanded inside each trial: one fine-tuning, every value aligned
   align.lam: {grid: [0.0, 0.1, 1.0]}
 ```
+The space key `case` takes experiment files (relative to the sweep file) instead of values: each is the base of its
+trials, so one sweep runs settings that differ in many keys at once (sweeps/paper/table1.yaml: one file per method
+family and benchmark). A trial's resources and tracking are the sweep base's, so cases may not change them.
 With `align_space` (or `trajectory_cache`), trials take the backbone trajectory from a cache shared by the sweep
 (`trajectory_cache`, default `<storage_path>/trajectories`; a folder or s3://...) and compute it only when missing.
 Every value a trial can take is checked against the experiment schema before anything starts.
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from imlca.config import ExperimentConfig, config_path, from_dict, merge_trees, read_config_tree, read_yaml
-from imlca.config.loading import choose, described, folder_name, require
+from imlca.config.loading import CASE, choose, described, flatten, folder_name, require
 from imlca.registries import DISTRIBUTIONS, SCHEDULERS, SEARCHERS
 
 
@@ -47,7 +50,9 @@ class SweepConfig:
                                        "stem")
     set: dict[str, Any] = described(factory=dict, doc="dotted keys fixed for every trial, e.g. {train.epochs: 1}")
     space: dict[str, dict[str, Any]] = described(factory=dict, doc="dotted key → {grid|choice|uniform|loguniform|"
-                                                                   "randint: [...]}, the values trials take")
+                                                                   "randint: [...]}, the values trials take; "
+                                                                   "`case`: a grid of experiment files, each the "
+                                                                   "base of its trials")
     align_space: dict[str, dict[str, Any]] = described(factory=dict, doc="grids of align.* keys aligned inside "
                                                                          "each trial on one cached trajectory")
     trajectory_cache: str | None = described(None, "folder or s3:// URI of the trajectory cache; null: "
@@ -169,11 +174,35 @@ def confirmation(sweep: Sweep, best: dict[str, Any], name: str, storage_root: st
     return confirm
 
 
+CASE_FIXED = ("resources.", "tracking.")  # what a trial reserves and where it is recorded: the sweep base's
+
+
+def case_values(files: list, folder: Path, base_tree: dict, fixed: dict) -> list[dict]:
+    """The `case` grid's files as trial values: {"file": name, "set": dotted keys where the file's resolved
+    experiment (with the sweep's `set`) differs from the sweep base's}."""
+    base = flatten(from_dict(ExperimentConfig, base_tree))
+    cases = []
+    for name in files:
+        require(isinstance(name, str), f"space.{CASE}.grid", f"takes experiment files, e.g. [cub.yaml] (got {name!r})")
+        tree = merge_trees(read_config_tree(config_path(name, folder)), fixed)
+        case = flatten(from_dict(ExperimentConfig, tree))
+        differs = {k: v for k, v in case.items() if base.get(k) != v and k != "name"}
+        taken = sorted(k for k in differs if k.startswith(CASE_FIXED))
+        for key in taken[:1]:
+            require(False, f"space.{CASE}", f"{name} sets {key}, which a trial takes from the sweep's base (the "
+                                            "same for every trial); set it there")
+        cases.append({"file": name, "set": differs})
+    return cases
+
+
 def load_sweep(path: str | Path) -> Sweep:
     path = config_path(path)  # a bare name may be a bundled sweep, e.g. embedded.yaml
     cfg = from_dict(SweepConfig, read_yaml(path))
     base_path = config_path(cfg.base, path.parent).resolve()
     base_tree = merge_trees(read_config_tree(base_path), cfg.set)
+    if CASE in cfg.space:
+        require("grid" in cfg.space[CASE], f"space.{CASE}", "must be a grid of experiment files")
+        cfg.space[CASE] = {"grid": case_values(cfg.space[CASE]["grid"], path.parent, base_tree, cfg.set)}
     sweep = Sweep(cfg, cfg.name or path.stem, base_tree)
     sweep.validate()
     return sweep

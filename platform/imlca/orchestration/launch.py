@@ -8,6 +8,7 @@ from imlca.orchestration.cluster import check_gpus, ensure_ray
 from imlca.orchestration.storage import check_storage, storage_root
 from imlca.orchestration.tune_sweep import experiment_path, fit, trial_config
 from imlca.orchestration.mlflow_callback import MlflowSweepCallback
+from imlca.config.loading import CASE
 from imlca.config.sweep import Sweep, confirmation
 from imlca.errors import UserError, without_passwords
 from imlca.plugins import PluginError
@@ -15,7 +16,9 @@ from imlca.tracking.store import Tracker, check_reachable, resolve_uri, ui_link
 
 
 def sweep_params(sweep: Sweep) -> dict:
-    params = {f"space.{k}": v for k, v in sweep.cfg.space.items()}
+    params = {f"space.{k}": v for k, v in sweep.cfg.space.items() if k != CASE}
+    if CASE in sweep.cfg.space:  # its files, not every key they set
+        params[f"space.{CASE}"] = [case["file"] for case in sweep.cfg.space[CASE]["grid"]]
     params.update({f"align_space.{k}": v for k, v in sweep.cfg.align_space.items()})
     params.update({f"set.{k}": v for k, v in sweep.cfg.set.items()})
     params.update(num_samples=sweep.cfg.num_samples, metric=sweep.cfg.metric, scheduler=sweep.cfg.scheduler.type)

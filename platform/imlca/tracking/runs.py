@@ -30,6 +30,9 @@ def run_params(cfg: ExperimentConfig) -> dict:
 
 
 def short_value(value) -> str:
+    """`0.1`; a sweep case ({"file", "set"}) by its file."""
+    if isinstance(value, dict) and "file" in value:
+        return str(value["file"])
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

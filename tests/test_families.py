@@ -137,3 +137,27 @@ def test_the_cnn_adapter_is_a_parallel_bottleneck_per_block_that_starts_as_the_i
     assert not torch.allclose(model.features(x), expected, atol=1e-3)
     assert [n for n, p in model.named_parameters() if p.requires_grad] and \
         all(".adapter." in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_a_mos_run_keeps_a_snapshot_per_task_and_one_head_with_prototypes(tiny_mos_run):
+    run = tiny_mos_run
+    assert run.methods == ["mos"] and [len(r) for r in run.acc["mos"]] == [1, 2, 3]
+    assert all(0 <= v <= 100 and (v * 40) % 1 == 0 for r in run.acc["mos"] for v in r)  # 40 images per task
+    assert {k.split(".", 1)[0] for k in run.merged} == {"0", "1", "2"}  # one snapshot per task
+    assert [tuple(h.shape) for h in run.heads["mos"]] == [(2, 65)] * 3  # [prototypes | weight | bias], D = 32
+    first, last = run.reports[0], run.reports[-1]
+    assert first["align_loss"] != first["align_loss"] and last["align_loss"] > 0  # aligned from task 1 on
+
+
+def test_mos_stored_adapters_drift_only_with_the_authors_reweighting():
+    """every_forward: a stored adapter k ≥ 1 has been pulled once per block for each earlier test batch (none
+    for adapter 0); once_per_step: never."""
+    from imlca.engine.mos_runner import MOSRunner
+
+    runner = MOSRunner(load_config(TINY, tiny_family_overrides("mos") + ["eval.batch_size=16"]))
+    # 40 test images per task, 2 blocks; adapter k is first used by task k's evaluation, which runs ⌈40(k + 1)/16⌉
+    # batches: before task 2's, adapter 1 has seen task 1's 5 batches; before task 3's, tasks 1 and 2's (5 + 8)
+    assert runner.predictor.pulls_before(2) == [0, 2 * 5, 0]
+    assert runner.predictor.pulls_before(3) == [0, 2 * (5 + 8), 2 * 8, 0]
+    frozen = MOSRunner(load_config(TINY, tiny_family_overrides("mos") + ["mos.reweight=once_per_step"]))
+    assert frozen.predictor.pulls_before(2) == [0, 0, 0]

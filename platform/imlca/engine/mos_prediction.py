@@ -61,7 +61,7 @@ class MOSPredictor:
         feats = []
         for k, snapshot in enumerate(sets):
             self._load(snapshot, means[k], None if pulls is None else pulls[k])
-            feats.append(r.model.features(images.to(r.device)).float())
+            feats.append(r.model.features(images.to(r.device)))
         feats = torch.stack(feats, dim=1)  # [B, S, D]
         out = {}
         for method, (prototypes, head, class_task) in tables.items():

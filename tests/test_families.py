@@ -143,7 +143,10 @@ def test_a_mos_run_keeps_a_snapshot_per_task_and_one_head_with_prototypes(tiny_m
     run = tiny_mos_run
     assert run.methods == ["mos"] and [len(r) for r in run.acc["mos"]] == [1, 2, 3]
     assert all(0 <= v <= 100 and (v * 40) % 1 == 0 for r in run.acc["mos"] for v in r)  # 40 images per task
-    assert {k.split(".", 1)[0] for k in run.merged} == {"0", "1", "2"}  # one snapshot per task
+    # one snapshot per task, and what the next task would train from
+    assert {k.split(".", 1)[0] for k in run.merged} == {"0", "1", "2", "current", "mean", "adapter0", "head",
+                                                         "old_means"}
+    assert run.merged["old_means"].shape == (6, 32) and run.merged["head"].shape == (6, 33)
     assert [tuple(h.shape) for h in run.heads["mos"]] == [(2, 65)] * 3  # [prototypes | weight | bias], D = 32
     first, last = run.reports[0], run.reports[-1]
     assert first["align_loss"] != first["align_loss"] and last["align_loss"] > 0  # aligned from task 1 on

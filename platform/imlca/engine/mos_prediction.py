@@ -2,8 +2,8 @@
 prototype classifier on adapter 0's, self-refined retrieval over the head, the ensemble.
 
 A task's evaluation heads are `heads["mos"]`: one tensor per task [n_j, 2D + 1] = [prototypes | head weight |
-head bias] (the aligned head's rows of the task's classes). The weights are the snapshots, `<k>.<key>` for
-adapter k. With `mos.reweight: every_forward` a stored adapter k ≥ 1 is the snapshot pulled n times toward the
+head bias] (the aligned head's rows of the task's classes). Among the weights, the snapshots are `<k>.<key>`
+for adapter k. With `mos.reweight: every_forward` a stored adapter k ≥ 1 is the snapshot pulled n times toward the
 mean of snapshots 0..k−1, n counted from the test batches it has seen (engine/mos_runner.py says why).
 """
 from __future__ import annotations
@@ -15,10 +15,15 @@ import torch
 from imlca.core.ease import cosine_logits
 from imlca.core.mos import ensemble, pulled, retrieve, snapshot_means
 from imlca.core.slca import affine_logits
-from imlca.engine.ease_runner import adapter_sets
 from imlca.models.adapters import load_set, sites
 
 Tensors = dict[str, torch.Tensor]
+
+
+def snapshot_sets(weights: Tensors) -> list[Tensors]:
+    """The snapshots among the weights: `<k>.<key>` → [set 0, set 1, ...] (the other keys are train inputs)."""
+    count = len({k.split(".", 1)[0] for k in weights if k.split(".", 1)[0].isdigit()})
+    return [{key[len(f"{k}."):]: v for key, v in weights.items() if key.startswith(f"{k}.")} for k in range(count)]
 
 
 def split_table(table: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +87,7 @@ class MOSPredictor:
     def scores(self, task: int, weights: Tensors, heads, loader) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """method → scores [N, C] of the loader's images, targets [N]."""
         r = self.runner
-        sets = adapter_sets(weights)
+        sets = snapshot_sets(weights)
         means, tables = snapshot_means(sets), self._tables(heads)
         before = self.pulls_before(task) if r.cfg.mos.reweight == "every_forward" else None
         blocks = len(sites(r.model.backbone))
@@ -98,7 +103,7 @@ class MOSPredictor:
     def image_predictors(self, task: int, weights: Tensors, heads) -> dict:
         """method → images → predicted class, with the stored adapters as the last test pass left them."""
         r = self.runner
-        sets = adapter_sets(weights)
+        sets = snapshot_sets(weights)
         means, tables = snapshot_means(sets), self._tables(heads)
         pulls = None
         if r.cfg.mos.reweight == "every_forward":

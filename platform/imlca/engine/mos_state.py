@@ -5,8 +5,9 @@ Per task: the snapshot joins the list; the adapter the worker hands on replaces 
 replaces the last; from task 1 on the head is aligned on features drawn from the bank (core/mos.py `align_head`,
 models/mos.py `classifer_align` l.247–333) and the aligned head is what the next task trains from (nothing is
 restored, as theirs). The evaluation heads (`heads.mos.<j>`, [n_j, 2D + 1]) are rebuilt from the aligned head
-and the prototypes every task. `train_input`: the carried adapter, the mean of the snapshots, the first snapshot,
-the head and the old classes' means (for the orthogonality loss).
+and the prototypes every task. The weights (evaluation and `train_input` alike): the snapshots, the carried
+adapter, the mean of the snapshots, the first snapshot, the head and the old classes' means (for the
+orthogonality loss).
 Checkpoint: CentralState's tensors + `snapshots.<k>.<key>`, `current.<key>`, `head`, `prototypes.<j>`.
 """
 from __future__ import annotations
@@ -34,16 +35,15 @@ class MOSState(CentralState):
         self.prototypes: list[torch.Tensor] = []  # per task [n_t, D]
 
     def evaluation(self) -> tuple[Tensors, Heads]:
+        """Weights: the snapshots (`<k>.<key>`) and what the next task trains from (`train_input`: the Ray steps
+        train the next task from these weights directly)."""
         weights = {f"{k}.{key}": v for k, snapshot in enumerate(self.snapshots) for key, v in snapshot.items()}
-        return weights, {method: self.heads[method] for method in self.methods}
-
-    def train_input(self) -> Tensors:
-        given = {**prefixed(self.current, "current."), "head": self.head}
+        weights.update({**prefixed(self.current, "current."), "head": self.head})
         if self.snapshots:
-            given.update(prefixed(snapshot_means(self.snapshots + [{}])[-1], "mean."))
-            given.update(prefixed(self.snapshots[0], "adapter0."))
-            given["old_means"] = self.bank.means(list(range(sum(len(p) for p in self.prototypes))))
-        return given
+            weights.update(prefixed(snapshot_means(self.snapshots + [{}])[-1], "mean."))
+            weights.update(prefixed(self.snapshots[0], "adapter0."))
+            weights["old_means"] = self.bank.means(list(range(sum(len(p) for p in self.prototypes))))
+        return weights, {method: self.heads[method] for method in self.methods}
 
     def _align(self, task: int) -> float:
         """Classifier alignment of the head on the bank → the last epoch's mean loss."""

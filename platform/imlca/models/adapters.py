@@ -9,6 +9,7 @@ fresh adapter leaves the backbone's output unchanged.
 
 Each site holds ONE adapter module; a family loads the set it wants (`load_set`) before a pass, or switches all
 sites off (`set_enabled(False)`: the plain pre-trained model). A set's tensors are keyed `<site>.<param>`.
+MOS pulls the set toward a mean in place (`pull_set`), also before every block's use (`pulled_on_every_block`).
 """
 from __future__ import annotations
 

@@ -164,3 +164,23 @@ def test_mos_stored_adapters_drift_only_with_the_authors_reweighting():
     assert runner.predictor.pulls_before(3) == [0, 2 * (5 + 8), 2 * 8, 0]
     frozen = MOSRunner(load_config(TINY, tiny_family_overrides("mos") + ["mos.reweight=once_per_step"]))
     assert frozen.predictor.pulls_before(2) == [0, 0, 0]
+
+
+def test_mos_robustness_scores_clean_copies_at_its_last_accuracy_with_frozen_snapshots(tmp_path):
+    """The robustness predictor is MOS's prediction: with `once_per_step` (stored snapshots frozen) a corruption
+    folder holding the clean test images scores exactly the last accuracy."""
+    import numpy as np
+
+    from imlca.data.synthetic import TEST_PER_CLASS, make_images
+
+    test = make_images(TEST_PER_CLASS, seed=2)  # the synthetic benchmark's test set
+    c_dir = tmp_path / "c"
+    c_dir.mkdir()
+    np.save(c_dir / "fog.npy", test.images.permute(0, 2, 3, 1).numpy())
+    np.save(c_dir / "labels.npy", test.labels)
+    cfg = load_config(TINY, tiny_family_overrides("mos") + [
+        "data.task_sizes=[2, 4]", "mos.reweight=once_per_step", "train.epochs=1", "mos.ca_epochs=2",
+        f"robustness.corruptions_dir={c_dir}"])
+    result = run_protocol(cfg)
+    overall = sum(r * n for r, n in zip(result.acc["mos"][-1], (2, 4))) / 6  # 20 images per class
+    assert result.reports[-1]["mos/c_mean"] == pytest.approx(overall, abs=1e-9)

@@ -136,7 +136,7 @@ class MOSRunner(TaskRunner):
                        cfg.train, task, cfg.train.epochs)
         bank = self._statistics(task, mean)
         current = read_set(backbone)
-        load_set(backbone, self._on_device(snapshot if task == 0 else part(given, "adapter0.")))
+        load_set(backbone, self._on_device(part(given, "adapter0.") or snapshot))  # none before: this is adapter 0
         feats, targets = extract_features(self.model, self._loader("train", [task], self.test_tf), self.device)
         adapter = {**prefixed(snapshot, "snapshot."), **prefixed(current, "current."),
                    "prototypes": class_means(feats, targets, range(lo, hi))}  # `replace_fc` l.51–72

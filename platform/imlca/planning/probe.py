@@ -67,7 +67,8 @@ def probe_model(cfg: ExperimentConfig) -> dict:
     build_s = time.perf_counter() - start
     _timed_task(runner, 0)  # warm-up: lazy initialisation, allocator growth
     train_s, stats_s, images = _timed_task(runner, 1)
-    return {"train_img_s": images / train_s, "feature_img_s": images / stats_s, "build_s": build_s,
+    passes = 2 if cfg.align.family == "mos" else 1  # MOS: its statistics and its prototypes under adapter 0
+    return {"train_img_s": images / train_s, "feature_img_s": passes * images / stats_s, "build_s": build_s,
             "dim": runner.model.dim, "trainable_params": trainable(runner.model),
             "backbone_bytes": weight_bytes(runner.theta0()), "source": "the trial's own data and loader"}
 

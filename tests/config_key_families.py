@@ -1,5 +1,6 @@
-"""The method families' rows of tests/test_config_keys.py: what SLCA's and EASE's keys change (their training,
-SLCA's classifier alignment, EASE's scores and backbone passes), and the contexts those rows run in."""
+"""The method families' rows of tests/test_config_keys.py: what SLCA's, EASE's and MOS's keys change (their
+training, SLCA's classifier alignment, EASE's scores and backbone passes, MOS's second task and its scores), and
+the contexts those rows run in."""
 from __future__ import annotations
 
 import torch
@@ -75,8 +76,34 @@ def ease_passes(cfg, assets):
     return runner.passes, rows
 
 
+def mos_training(cfg, assets):
+    """MOS's task 0 from the initial adapter and head: the losses, the adapters handed back, the head, the bank."""
+    from imlca.engine.mos_runner import MOSRunner
+
+    runner = MOSRunner(cfg)
+    out = runner.train(0, runner.theta0())
+    return {"losses": out.losses, "adapter": out.adapter, "head": out.head, "statistics": out.statistics}
+
+
+def mos_second_task(cfg, assets):
+    """MOS through two tasks: task 1's adapters, the aligned head and its loss, and the scores of task 1's
+    evaluation (retrieval and ensemble)."""
+    from imlca.engine.mos_runner import MOSRunner
+    from imlca.engine.mos_state import MOSState
+
+    runner = MOSRunner(cfg)
+    state = MOSState(cfg, runner.theta0(), runner.model.dim)
+    for task in (0, 1):
+        out = runner.train(task, state.train_input())
+        weights, heads = state.integrate(out)
+    scores, _ = runner.predictor.scores(1, weights, heads, runner._loader("test", range(2), runner.test_tf))
+    return {"adapter": out.adapter, "head": state.head, "loss": state.align_loss["mos"]["loss"], "scores": scores}
+
+
 SLCA = {"align.method": "slca", "align.compare": [], "train.epochs": 2, "slca.milestones": [1]}
 EASE = {"align.method": "ease", "train.epochs": 1}
+MOS = {"align.method": "mos", "train.epochs": 1}
+MOS_CA = {**MOS, "mos.ca_epochs": 2}
 SLCA_CA = {"align.method": "slca", "align.compare": [], "slca.ca_samples_per_class": 8, "slca.ca_epochs": 2}  # half tiny's training; the cosine schedule still moves from lr towards min_lr
 
 
@@ -89,6 +116,20 @@ FAMILY_EFFECTS: dict[str, Effect] = {  # after the other rows of EFFECTS, in thi
     "ease.alpha": Effect(0.5, ease_scores, EASE),
     "ease.beta": Effect(1.0, ease_scores, {**EASE, "ease.pretrained_subspace": True}),
     "ease.cache_features": Effect(False, ease_passes, EASE),
+    "mos.bottleneck": Effect(8, mos_training, MOS),
+    "mos.adapter_scale": Effect(1.0, mos_training, MOS),
+    "mos.adapter_dropout": Effect(0.5, mos_training, MOS),
+    "mos.adapter_momentum": Effect(0.5, mos_second_task, MOS_CA),
+    "mos.reweight": Effect("once_per_step", mos_second_task, MOS_CA),
+    "mos.reg": Effect(1.0, mos_training, MOS),
+    "mos.temperature": Effect(0.1, mos_training, MOS),
+    "mos.head_lr_scale": Effect(1.0, mos_training, MOS),
+    "mos.statistics": Effect("variance", mos_second_task, MOS_CA),
+    "mos.ca_epochs": Effect(1, mos_second_task, MOS_CA),
+    "mos.ca_lr": Effect(0.05, mos_second_task, MOS_CA),
+    "mos.ca_samples_factor": Effect(2, mos_second_task, MOS_CA),
+    "mos.retrieval_rounds": Effect(1, mos_second_task, MOS_CA),
+    "mos.ensemble": Effect(False, mos_second_task, MOS_CA),
     "slca.backbone_lr_scale": Effect(0.1, slca_training, SLCA),
     "slca.milestones": Effect([], slca_training, SLCA),
     "slca.lr_decay": Effect(0.5, slca_training, SLCA),

@@ -34,7 +34,7 @@ def tiny_run():
     return run_protocol(load_config(TINY, tiny_overrides()))
 
 
-FAMILY_METHODS = {"im": "im_lca", "slca": "slca", "ease": "ease"}  # each method family's run of sweeps/tiny.yaml (its method)
+FAMILY_METHODS = {"im": "im_lca", "slca": "slca", "ease": "ease", "mos": "mos"}  # each method family's run of sweeps/tiny.yaml (its method)
 
 
 def tiny_family_overrides(family: str) -> list[str]:
@@ -59,6 +59,16 @@ def tiny_ease_run():
     from imlca.engine.protocol import run_protocol
 
     return run_protocol(load_config(TINY, tiny_family_overrides("ease")))
+
+
+@pytest.fixture(scope="session")
+def tiny_mos_run():
+    """The uninterrupted in-process run of sweeps/tiny.yaml with `align.method=mos`: the MOS family's reference
+    numbers (the family-parametrised tests). Read it only."""
+    from imlca.config import load_config
+    from imlca.engine.protocol import run_protocol
+
+    return run_protocol(load_config(TINY, tiny_family_overrides("mos")))
 
 
 @pytest.fixture(params=list(FAMILY_METHODS))

@@ -76,6 +76,16 @@ CASES = {  # name → (args builder, expected start of the message after "error:
         "config key 'ease.bottleneck': 64 is wider than vit_test_tiny's narrowest block (32)"),
     "ease beta without the pre-trained subspace": (
         lambda d: ["run", TINY, "--set", "align.method=ease", "--set", "ease.beta=1"], "config key 'ease.beta'"),
+    "mos key with ease": (lambda d: ["run", TINY, "--set", "align.method=ease", "--set", "mos.reg=0.5"],
+                          "config key 'mos.reg': is a setting of the mos family, but align.method is ease"),
+    "mos retrieval rounds below 1": (
+        lambda d: ["run", TINY, "--set", "align.method=mos", "--set", "mos.retrieval_rounds=0"],
+        "config key 'mos.retrieval_rounds': must be >= 1 (got 0)"),
+    "mos bottleneck wider than the block": (
+        lambda d: ["run", TINY, "--set", "align.method=mos", "--set", "mos.bottleneck=33"],
+        "config key 'mos.bottleneck': 33 is wider than vit_test_tiny's narrowest block (32)"),
+    "mos unknown reweight": (lambda d: ["run", TINY, "--set", "align.method=mos", "--set", "mos.reweight=never"],
+                             "config key 'mos.reweight': unknown value 'never'"),
     "slca milestones": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set", "slca.milestones=[5, 2]"],
                         "config key 'slca.milestones': must be increasing"),
     "slca fresh norm on a cnn": (lambda d: ["run", TINY, "--set", "align.method=slca", "--set",

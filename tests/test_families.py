@@ -137,3 +137,50 @@ def test_the_cnn_adapter_is_a_parallel_bottleneck_per_block_that_starts_as_the_i
     assert not torch.allclose(model.features(x), expected, atol=1e-3)
     assert [n for n, p in model.named_parameters() if p.requires_grad] and \
         all(".adapter." in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_a_mos_run_keeps_a_snapshot_per_task_and_one_head_with_prototypes(tiny_mos_run):
+    run = tiny_mos_run
+    assert run.methods == ["mos"] and [len(r) for r in run.acc["mos"]] == [1, 2, 3]
+    assert all(0 <= v <= 100 and (v * 40) % 1 == 0 for r in run.acc["mos"] for v in r)  # 40 images per task
+    # one snapshot per task, and what the next task would train from
+    assert {k.split(".", 1)[0] for k in run.merged} == {"0", "1", "2", "current", "mean", "adapter0", "head",
+                                                         "old_means"}
+    assert run.merged["old_means"].shape == (6, 32) and run.merged["head"].shape == (6, 33)
+    assert [tuple(h.shape) for h in run.heads["mos"]] == [(2, 65)] * 3  # [prototypes | weight | bias], D = 32
+    first, last = run.reports[0], run.reports[-1]
+    assert first["align_loss"] != first["align_loss"] and last["align_loss"] > 0  # aligned from task 1 on
+
+
+def test_mos_stored_adapters_drift_only_with_the_authors_reweighting():
+    """every_forward: a stored adapter k ≥ 1 has been pulled once per block for each earlier test batch (none
+    for adapter 0); once_per_step: never."""
+    from imlca.engine.mos_runner import MOSRunner
+
+    runner = MOSRunner(load_config(TINY, tiny_family_overrides("mos") + ["eval.batch_size=16"]))
+    # 40 test images per task, 2 blocks; adapter k is first used by task k's evaluation, which runs ⌈40(k + 1)/16⌉
+    # batches: before task 2's, adapter 1 has seen task 1's 5 batches; before task 3's, tasks 1 and 2's (5 + 8)
+    assert runner.predictor.pulls_before(2) == [0, 2 * 5, 0]
+    assert runner.predictor.pulls_before(3) == [0, 2 * (5 + 8), 2 * 8, 0]
+    frozen = MOSRunner(load_config(TINY, tiny_family_overrides("mos") + ["mos.reweight=once_per_step"]))
+    assert frozen.predictor.pulls_before(2) == [0, 0, 0]
+
+
+def test_mos_robustness_scores_clean_copies_at_its_last_accuracy_with_frozen_snapshots(tmp_path):
+    """The robustness predictor is MOS's prediction: with `once_per_step` (stored snapshots frozen) a corruption
+    folder holding the clean test images scores exactly the last accuracy."""
+    import numpy as np
+
+    from imlca.data.synthetic import TEST_PER_CLASS, make_images
+
+    test = make_images(TEST_PER_CLASS, seed=2)  # the synthetic benchmark's test set
+    c_dir = tmp_path / "c"
+    c_dir.mkdir()
+    np.save(c_dir / "fog.npy", test.images.permute(0, 2, 3, 1).numpy())
+    np.save(c_dir / "labels.npy", test.labels)
+    cfg = load_config(TINY, tiny_family_overrides("mos") + [
+        "data.task_sizes=[2, 4]", "mos.reweight=once_per_step", "train.epochs=1", "mos.ca_epochs=2",
+        f"robustness.corruptions_dir={c_dir}"])
+    result = run_protocol(cfg)
+    overall = sum(r * n for r, n in zip(result.acc["mos"][-1], (2, 4))) / 6  # 20 images per class
+    assert result.reports[-1]["mos/c_mean"] == pytest.approx(overall, abs=1e-9)

@@ -74,7 +74,7 @@ NOT_PROTOCOL = ("name", "output_dir", "tracking.", "resources.", "robustness.", 
                 "data.cache_dir", "data.remote_decoded", "train.channels_last", "train.compile",  # where and how
                 # fast, not what
                 "plugins",  # extensions imported in every process (none in the paper configs)
-                "slca.", "ease.")  # other families' settings (at their defaults: refused otherwise)
+                "slca.", "ease.", "mos.")  # other families' settings (at their defaults: refused otherwise)
 # The authors' tuned alignment per benchmark, 0d1bd01 lca.py:873-911 (`best_params`, commented out; read at lca.py:
 # 778-786: λ = 10^robust_weight_log, w = 10^entropy_weight_log): align.lr, align.lam, align.entropy_weight,
 # align.logit_norm_temperature. Cars has none.

@@ -1,6 +1,6 @@
 """`imlca plan` on memory and the method families: the λ search's peak against the paper's worker types, the planned
-memory of a grouped trial against its measured peak, SLCA priced by its own probe, EASE's feature passes per
-subspace."""
+memory of a grouped trial against its measured peak, SLCA priced by its own probe, EASE's and MOS's feature passes,
+MOS's alignment."""
 from __future__ import annotations
 
 import statistics
@@ -103,6 +103,7 @@ def test_the_probe_prices_slca_with_its_whole_backbone_and_its_own_alignment(tmp
     (["align.method=ease", "ease.cache_features=false"], [(1, 10), (2, 40), (3, 90)]),  # t + 1 subspaces, all
     (["align.method=ease"], [(1, 10), (2, 30), (3, 50)]),  # kept: the new subspace over all + the older over t's
     (["align.method=ease", "ease.pretrained_subspace=true"], [(2, 20), (3, 40), (4, 60)]),
+    (["align.method=mos"], [(2, 10), (2, 40), (2, 90)]),  # statistics + adapter-0 prototypes; t + 1 snapshots, all
 ])
 def test_the_plan_prices_eases_passes_per_subspace(overrides, expected):
     from imlca.config import load_config
@@ -112,3 +113,21 @@ def test_the_plan_prices_eases_passes_per_subspace(overrides, expected):
     cfg = load_config(TINY, overrides)
     trial = TrialWork({}, cfg, [TaskWork(8, 10 * (t + 1), 0, 2 * (t + 1)) for t in range(3)], "data", 0)
     assert [feature_passes(trial, t) for t in range(3)] == expected
+
+
+def test_the_plan_prices_mos_alignment_with_its_own_draws(tmp_path):
+    """MOS aligns its head after each task from the second on: ca_epochs draws of ca_samples_factor·batch per
+    class, one batch per class; the probe times that loop (key suffix `mos`) and the plan adds it."""
+    from imlca.planning.estimate import trial_cost
+    from imlca.planning.probe import run_probe
+    from imlca.planning.workload import align_shape
+
+    figures = tiny_figures(tmp_path)
+    mos = {"align.method": "mos", "align.compare": [], "mos.ca_epochs": 2, "mos.ca_samples_factor": 1}
+    work = workload(load_sweep(write_sweep(tmp_path, set=mos)))
+    trial = work.trials[0]
+    assert trial.alignments == 1 and align_shape(trial.cfg).samples_per_class == 16  # 1 × tiny's batch 16
+    run_probe(work, Device("cpu", 1, 1), figures, say=lambda line: None)
+    stored = Figures(tmp_path / "probes.json")
+    assert sorted(stored.get("align", "32|16|1|mos")["per_batch_s"]) == ["4", "6"]
+    assert trial_cost(trial, stored, Device("cpu", 1, 1), cached=False).parts["alignment"] > 0

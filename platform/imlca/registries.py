@@ -169,6 +169,7 @@ METHODS = Registry("method", {
     "im_lca": MethodSpec("IM+LCA", "lca"),
     "slca": MethodSpec("SLCA", None, family="slca"),  # its own alignment (CA with logit norm), in its family
     "ease": MethodSpec("EASE", None, family="ease"),  # prototypes in one subspace per task's adapter
+    "mos": MethodSpec("MOS", None, family="mos"),  # one adapter pulled to its snapshots, retrieval + ensemble
 })
 
 # --- method families (engine/family.py: the five slots a family fills) -------------------------------------------
@@ -193,6 +194,8 @@ FAMILIES = Registry("method family", {
                        "the whole backbone at lr/100, heads aligned on Gaussians with logit norm (Zhang et al.)"),
     "ease": FamilySpec("EASE", "imlca.engine.ease_runner:EASERunner", "imlca.engine.ease_state:EASEState",
                        "a fresh adapter per task, prototypes in every adapter's subspace (Zhou et al.)"),
+    "mos": FamilySpec("MOS", "imlca.engine.mos_runner:MOSRunner", "imlca.engine.mos_state:MOSState",
+                      "one adapter carried and pulled to its snapshots, retrieval over them (Sun et al.)"),
 })
 
 

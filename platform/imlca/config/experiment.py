@@ -15,6 +15,7 @@ import yaml
 
 from imlca.config.data import DataConfig
 from imlca.config.ease import EASEConfig, check_adapter
+from imlca.config.mos import MOSConfig
 from imlca.config.slca import SLCAConfig
 from imlca.config.loading import (choose, config_path, described, flatten, folder_name, from_dict, parse_override,
                                   read_config_tree, require, set_dotted, to_dict)
@@ -242,6 +243,7 @@ class ExperimentConfig:
     tracking: TrackingConfig = described(factory=TrackingConfig, doc="MLflow tracking")
     slca: SLCAConfig = described(factory=SLCAConfig, doc="SLCA's own settings (read by the slca family only)")
     ease: EASEConfig = described(factory=EASEConfig, doc="EASE's own settings (read by the ease family only)")
+    mos: MOSConfig = described(factory=MOSConfig, doc="MOS's own settings (read by the mos family only)")
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name", "must not be empty")
@@ -277,8 +279,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-FAMILY_SECTIONS = ("slca", "ease")  # config sections read by one method family only (named as the family)
-ADAPTER_FAMILIES = ("ease",)  # families that train models/adapters.py's adapters (a `bottleneck` in their section)
+FAMILY_SECTIONS = ("slca", "ease", "mos")  # config sections read by one method family only (named as the family)
+ADAPTER_FAMILIES = ("ease", "mos")  # families that train models/adapters.py's adapters (a `bottleneck` in their section)
 # keys that change where or how a run executes, not what it computes
 NOT_IN_FINGERPRINT = ("name", "output_dir", "plugins", "tracking.", "resources.", "data.root",
                       "data.num_workers", "data.cache_dir", "train.device", "train.channels_last", "train.compile")

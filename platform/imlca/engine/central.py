@@ -168,3 +168,8 @@ class CentralState:
 
 def part(tensors: Tensors, prefix: str) -> Tensors:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def prefixed(tensors: Tensors, prefix: str) -> Tensors:
+    """The inverse of `part`."""
+    return {f"{prefix}{k}": v for k, v in tensors.items()}

@@ -77,7 +77,7 @@ def class_names(cfg: ExperimentConfig, num_classes: int) -> list[str]:
     return [names[c] if names else f"class {c}" for c in class_order(num_classes, cfg.seed).tolist()]
 
 
-NOT_EXPORTED = ("ease",)  # families whose prediction takes several backbone passes: no single-model folder
+NOT_EXPORTED = ("ease", "mos")  # families whose prediction takes several backbone passes: no single-model folder
 
 
 def export_run_folder(run_dir: Path, cfg: ExperimentConfig) -> Path | None:

@@ -11,9 +11,10 @@
 `integrate` returns the state a task is evaluated with, and its weights are what the next task trains from
 (`Central.train_input()`); `run_protocol`'s steps (in-process, Ray) move exactly these between the two sides, so
 a family plugs into one loop. IM's weights are the merged adapter, SLCA's the whole backbone; a family whose
-worker needs more of the centre to train (EASE: every earlier adapter; MOS: old class means) returns it from
-`train_input` as named tensors. Heads are method → one tensor per task; a family predicts with them as its
-worker's `evaluate` says.
+worker needs more of the centre to train (EASE: every earlier adapter; MOS: the carried adapter, the snapshots'
+mean, the head, old class means) puts it among those weights as named tensors (the Ray steps train the next task
+from `integrate`'s weights; `train_input` returns the same). Heads are method → one tensor per task; a family
+predicts with them as its worker's `evaluate` says.
 """
 from __future__ import annotations
 

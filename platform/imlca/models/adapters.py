@@ -9,9 +9,11 @@ fresh adapter leaves the backbone's output unchanged.
 
 Each site holds ONE adapter module; a family loads the set it wants (`load_set`) before a pass, or switches all
 sites off (`set_enabled(False)`: the plain pre-trained model). A set's tensors are keyed `<site>.<param>`.
+MOS pulls the set toward a mean in place (`pull_set`), also before every block's use (`pulled_on_every_block`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -129,3 +131,24 @@ def set_enabled(backbone: nn.Module, enabled: bool) -> None:
 
 def adapter_parameters(backbone: nn.Module) -> list[nn.Parameter]:
     return [p for m in sites(backbone).values() for p in m.adapter.parameters()]
+
+
+def pull_set(backbone: nn.Module, mean: Tensors, momentum: float) -> None:
+    """adapter ← (1 − m)·adapter + m·mean on every site, by assigning each parameter's `.data` as MOS does
+    (backbone/vit_mos.py `reweight_adapter` l.328–346): autograd is not told, the optimiser keeps its state."""
+    for n, m in sites(backbone).items():
+        for k, p in m.adapter.named_parameters():
+            p.data = (1 - momentum) * p.data + momentum * mean[f"{n}.{k}"]
+
+
+@contextlib.contextmanager
+def pulled_on_every_block(backbone: nn.Module, mean: Tensors, momentum: float):
+    """While open, every site pulls the whole adapter set toward `mean` just before its block uses it, so block
+    l of a forward sees it pulled l + 1 more times (backbone/vit_mos.py `forward_features` l.360–377)."""
+    handles = [m.register_forward_pre_hook(lambda module, args: pull_set(backbone, mean, momentum))
+               for m in sites(backbone).values()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -77,9 +77,13 @@ def feature_passes(trial: TrialWork, t: int) -> tuple[int, int]:
     """(backbone passes over task t's training images for its statistics or prototypes, test + validation images
     passed through the backbone for the evaluation after t). One and the seen images, except EASE's: one pass per
     subspace (t + 1, +1 with the pre-trained one); kept test features (`ease.cache_features`) leave the new
-    subspace over every seen image plus the older ones over task t's images."""
+    subspace over every seen image plus the older ones over task t's images; and MOS's: two (the statistics under
+    the carried adapter, the prototypes under adapter 0) and one pass per snapshot over every seen image (its
+    stored adapters drift, so nothing is kept)."""
     task = trial.tasks[t]
     seen = task.test + task.val
+    if trial.cfg.align.family == "mos":
+        return 2, (t + 1) * seen
     if trial.cfg.align.family != "ease":
         return 1, seen
     e = trial.cfg.ease

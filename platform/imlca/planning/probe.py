@@ -67,7 +67,8 @@ def probe_model(cfg: ExperimentConfig) -> dict:
     build_s = time.perf_counter() - start
     _timed_task(runner, 0)  # warm-up: lazy initialisation, allocator growth
     train_s, stats_s, images = _timed_task(runner, 1)
-    return {"train_img_s": images / train_s, "feature_img_s": images / stats_s, "build_s": build_s,
+    passes = 2 if cfg.align.family == "mos" else 1  # MOS: its statistics and its prototypes under adapter 0
+    return {"train_img_s": images / train_s, "feature_img_s": passes * images / stats_s, "build_s": build_s,
             "dim": runner.model.dim, "trainable_params": trainable(runner.model),
             "backbone_bytes": weight_bytes(runner.theta0()), "source": "the trial's own data and loader"}
 
@@ -151,8 +152,8 @@ def probe_alignment(dim: int, classes: list[int], cfg: ExperimentConfig) -> dict
     bank.sample(list(range(top)), 1, gen)  # every class factorised: the steps below time the loop alone
     per_batch = {}
     for c in classes:
-        n = shape.samples_per_class if cfg.align.family == "slca" else \
-            max(1, math.ceil(ALIGN_BATCHES * shape.batch_size / c))  # SLCA: c batches of its samples per class
+        n = shape.samples_per_class if cfg.align.family in ("slca", "mos") else \
+            max(1, math.ceil(ALIGN_BATCHES * shape.batch_size / c))  # SLCA, MOS: c batches of its samples per class
         seconds = _seconds(lambda: _align_once(cfg, bank, c, n, gen))
         per_batch[str(c)] = max(0.0, seconds - c * draw * n / shape.samples_per_class) / \
             math.ceil(c * n / shape.batch_size)
@@ -169,6 +170,14 @@ def _align_once(cfg: ExperimentConfig, bank, classes: int, n: int, gen: torch.Ge
         s, t = cfg.slca, cfg.train
         align_slca_heads(torch.randn(classes, dim + 1, generator=gen) * 0.02, bank, [classes], [1.0] * classes, n,
                          1, s.ca_lr, t.momentum, t.weight_decay, s.logit_norm_temperature, gen)
+        return
+    if cfg.align.family == "mos":
+        from imlca.core.mos import align_head, sample_bank
+
+        m, t = cfg.mos, cfg.train
+        draw = lambda: sample_bank(bank, list(range(classes)), n, gen, m.statistics == "variance")  # noqa: E731
+        align_head(torch.randn(classes, dim + 1, generator=gen) * 0.02, draw, classes, n, 1, m.ca_lr, t.momentum,
+                   t.weight_decay)
         return
     from imlca.core.lca import align_heads
 

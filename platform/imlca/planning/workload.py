@@ -69,6 +69,8 @@ def expand(sweep: Sweep) -> list[dict[str, Any]]:
 def aligned_methods(cfg: ExperimentConfig) -> int:
     if cfg.align.family == "slca":
         return int(cfg.slca.ca_epochs > 0)  # one alignment after each task t >= 1
+    if cfg.align.family == "mos":
+        return int(cfg.mos.ca_epochs > 0)
     return sum(METHODS[m].loss is not None for m in cfg.align.methods)
 
 
@@ -85,6 +87,9 @@ def align_shape(cfg: ExperimentConfig) -> AlignShape:
     if cfg.align.family == "slca":
         s = cfg.slca
         return AlignShape(s.ca_samples_per_class, s.ca_epochs, s.ca_samples_per_class, s.ca_epochs)
+    if cfg.align.family == "mos":  # as SLCA's: drawn every epoch, one batch of a class's count per class
+        n = cfg.mos.ca_samples_factor * cfg.train.batch_size
+        return AlignShape(n, cfg.mos.ca_epochs, n, cfg.mos.ca_epochs)
     a = cfg.align
     return AlignShape(a.samples_per_class, a.epochs, a.batch_size, 1)
 

@@ -71,7 +71,7 @@ def test_the_embedded_rivals_sweep_chooses_each_familys_lr_on_validation_then_ru
     from imlca.config.sweep import load_sweep
 
     sweep = load_sweep(REPO / "sweeps" / "embedded_rivals.yaml")
-    assert sweep.cfg.space["align.method"] == {"grid": ["im_lca", "slca", "ease"]} and "train.lr" in sweep.cfg.space
+    assert sweep.cfg.space["align.method"] == {"grid": ["im_lca", "slca", "ease", "mos"]} and "train.lr" in sweep.cfg.space
     assert sweep.cfg.metric == "val_avg_acc" and sweep.cfg.confirm_per == ["align.method"]
     assert sweep.cfg.confirm_space == {"seed": {"grid": [1993, 1994, 1995]}}
     assert sweep.base_tree["model"]["backbone"] == "tf_efficientnet_lite0"

@@ -57,6 +57,16 @@ def test_method_bars_heights_and_error_bars_are_mean_and_std_over_seeds():
     assert spans == [1.0, round(math.sqrt(2), 4)]  # sample std of (94, 95, 96) and of (90, 92)
 
 
+def test_method_bars_draw_the_six_methods_of_the_comparison_in_registry_order():
+    methods = ["im", "im_ca", "im_lca", "slca", "ease", "mos"]
+    values = {(b, m): [50.0 + i + 10 * j, 52.0 + i + 10 * j] for j, b in enumerate(["cub", "vtab"])
+              for i, m in enumerate(reversed(methods))}
+    ax = figures.method_bars(values).axes[0]
+    assert ax.get_legend_handles_labels()[1] == ["IM", "IM+CA", "IM+LCA", "SLCA", "EASE", "MOS"]
+    bars = [[p.get_height() for p in c] for c in ax.containers if hasattr(c, "patches")]
+    assert bars == [[51.0 + 5 - i, 61.0 + 5 - i] for i in range(6)]  # per method: cub, then vtab
+
+
 def log_run(uri: str, seed: int, lam: float, final: dict[str, tuple[float, float, float]]) -> None:
     """One run through the project's tracking (`TrackedRun`, as `imlca run --track`): a task report per task of
     tiny.yaml's 3, the last with `final` (method → Ā, last accuracy, forgetting), the earlier ones 10 points lower

@@ -22,8 +22,9 @@ def test_report_means_and_stds_over_seeds(tracker, capsys):
     log_run(tracker, "cifar100", 1993, {"im": (90.0, 80.0, 5.0), "im_lca": (94.0, 90.0, 2.0)})
     log_run(tracker, "cifar100", 1994, {"im": (92.0, 82.0, 7.0), "im_lca": (95.0, 91.0, 3.0)})
     log_run(tracker, "cifar100", 1995, {"im": (1.0, 1.0, 1.0)}, status="FAILED")  # not counted
+    log_run(tracker, "cifar100", 1996, {"mos": (93.0, 88.0, 4.0)})
     table = collect(tracker)
-    assert set(table) == {("cifar100", "ties", "im"), ("cifar100", "ties", "im_lca")}
+    assert set(table) == {("cifar100", "ties", "im"), ("cifar100", "ties", "im_lca"), ("cifar100", "ties", "mos")}
     lines = format_table(table)
     # im: mean(90, 92) = 91, sample std = sqrt(((90-91)^2 + (92-91)^2) / 1) = 1.414
     assert lines[2] == "| cifar100 | ties | IM | 2 |  91.00 ± 1.41 |  81.00 ± 1.41 |   6.00 ± 1.41 |"
@@ -35,7 +36,7 @@ def test_report_means_and_stds_over_seeds(tracker, capsys):
     assert cifar["IM+LCA"].split()[2:] == ["94.50", "±", "0.71", "94.80", "-0.30"]
     assert cifar["IM+CA"].split()[2:] == ["not", "run", "94.00"]
     assert cifar["SLCA"].split()[2:] == ["not", "run", "93.70", "±", "0.33"]
-    assert cifar["MOS"].split()[2:] == ["not", "run", "94.29", "±", "0.31"]
+    assert cifar["MOS"].split()[2:] == ["93.00", "(n=1)", "94.29", "±", "0.31", "-1.29"]  # one run: no spread
 
 
 def test_paper_report_uses_the_authors_forgetting(tracker):

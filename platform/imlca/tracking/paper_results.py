@@ -26,4 +26,3 @@ RECORDED = {  # method → benchmark → (mean, std or None), percent
     "mos": _row((94.29, 0.31), (83.35, 0.60), (67.60, 1.98), (92.33, 0.61), (86.09, 0.68), (92.42, 0.53),
                 (71.41, 19.6)),
 }
-LABELS: dict[str, str] = {}  # recorded methods this platform does not run yet (their label)

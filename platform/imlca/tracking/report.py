@@ -5,7 +5,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from imlca.tracking.paper_results import BENCHMARKS, LABELS, RECORDED
+from imlca.tracking.paper_results import BENCHMARKS, RECORDED
 from imlca.registries import METHODS
 from imlca.tracking.store import PARENT_TAG, Tracker
 
@@ -87,10 +87,6 @@ def _per_benchmark(table: dict, benchmark: str, method: str, metric: str) -> lis
             for s in seeds.values() if metric in s]
 
 
-def _label(method: str) -> str:
-    return METHODS[method].label if method in METHODS else LABELS[method]
-
-
 def _recorded(cell: tuple[float, float | None]) -> str:
     mean, std = cell
     return f"{mean:6.2f}" + (f" ± {std:4.2f}" if std is not None else " " * 7)
@@ -106,7 +102,7 @@ def format_paper(table: dict) -> list[str]:
             values = _per_benchmark(table, benchmark, method, "avg_acc")
             ours = mean_std(values) if values else "not run"
             diff = f"{statistics.fmean(values) - recorded[benchmark][0]:+6.2f}" if values else ""
-            lines.append(f"{benchmark:15s} {_label(method):8s} {ours:>15s} {_recorded(recorded[benchmark]):>15s} "
+            lines.append(f"{benchmark:15s} {METHODS[method].label:8s} {ours:>15s} {_recorded(recorded[benchmark]):>15s} "
                          f"{diff:>6s}".rstrip())
     lines += ["", "Ā sample-weighted (LAMDA-PILOT's) and forgetting by the authors' definition (mean over old tasks "
               "of max over all rows − last row)", f"{'benchmark':15s} {'method':8s} {'Ā weighted':>15s} "
@@ -116,6 +112,6 @@ def format_paper(table: dict) -> list[str]:
             weighted, forgetting = (_per_benchmark(table, benchmark, method, m)
                                     for m in ("avg_acc_weighted", "forgetting_authors"))
             if weighted or forgetting:
-                lines.append(f"{benchmark:15s} {_label(method):8s} {mean_std(weighted) if weighted else '-':>15s} "
+                lines.append(f"{benchmark:15s} {METHODS[method].label:8s} {mean_std(weighted) if weighted else '-':>15s} "
                              f"{mean_std(forgetting) if forgetting else '-':>15s}")
     return lines

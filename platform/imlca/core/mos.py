@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from imlca.core.gaussian_bank import GaussianBank
-from imlca.core.slca import affine_logits
+from imlca.core.slca import affine_logits, fit_head
 
 
 def masked_logits(features: Tensor, head: Tensor, known: int, seen: int) -> Tensor:
@@ -69,21 +69,13 @@ def align_head(head: Tensor, draw: Callable[[], tuple[Tensor, Tensor]], seen: in
     whole head (SGD with momentum and weight decay, cosine over the epochs) with cross-entropy on the first `seen`
     logits; the rows of unseen classes only decay, as theirs. The input is untouched."""
     param = head.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    history = []
-    for _ in range(epochs):
+
+    def batches():  # `seen` minibatches of `batch` from this epoch's draw
         features, labels = draw()
-        losses = []
-        for start in range(0, seen * batch, batch):
-            logits = affine_logits(features[start:start + batch].to(param), param)[:, :seen]
-            loss = F.cross_entropy(logits, labels[start:start + batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        schedule.step()
-        history.append(sum(losses) / len(losses))
+        return ((features[s:s + batch], labels[s:s + batch]) for s in range(0, seen * batch, batch))
+
+    history = fit_head(param, epochs, lr, momentum, weight_decay, batches,
+                       lambda p, z, y: F.cross_entropy(affine_logits(z.to(p), p)[:, :seen], y))
     return param.detach(), history
 
 

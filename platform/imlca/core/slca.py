@@ -7,6 +7,8 @@ with cosine annealing over the epochs, cross-entropy on logit-normalised logits.
 """
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,6 +19,28 @@ from imlca.core.gaussian_bank import GaussianBank
 def affine_logits(features: Tensor, weight: Tensor) -> Tensor:
     """[B, D] features, [C, D + 1] weights (bias last) → [B, C]."""
     return features @ weight[:, :-1].T + weight[:, -1]
+
+
+def fit_head(param: Tensor, epochs: int, lr: float, momentum: float, weight_decay: float,
+             batches: Callable[[], Iterator[tuple[Tensor, Tensor]]],
+             loss: Callable[[Tensor, Tensor, Tensor], Tensor]) -> list[float]:
+    """Train one head tensor `param` (requires grad) in place: SGD with momentum and weight decay, cosine annealing
+    over `epochs`; each epoch `batches()` yields its (features, targets) minibatches and `loss(param, features,
+    targets)` is minimised on each (SLCA's and MOS's classifier alignment) → the mean loss per epoch."""
+    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    history = []
+    for _ in range(epochs):
+        losses = []
+        for z, y in batches():
+            value = loss(param, z, y)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            losses.append(value.item())
+        schedule.step()
+        history.append(sum(losses) / len(losses))
+    return history
 
 
 def slca_logit_norm(logits: Tensor, task_sizes: list[int], temperature: float) -> Tensor:
@@ -54,21 +78,14 @@ def align_slca_heads(weight: Tensor, bank: GaussianBank, task_sizes: list[int], 
         raise ValueError(f"weight {tuple(weight.shape)} and shrink ({len(shrink)}) must cover the "
                          f"{len(classes)} seen classes")
     param = weight.detach().to(torch.float32, copy=True).requires_grad_(True)
-    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    history = []
-    for _ in range(epochs):
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:  # C batches of samples_per_class: one pass per epoch
         features, targets = bank.sample(classes, samples_per_class, generator, mean_scale=shrink)  # [C·n, D]
         order = torch.randperm(features.shape[0], generator=generator)
         features, targets = features[order], targets[order]
-        losses = []
-        for start in range(0, features.shape[0], samples_per_class):  # C batches
-            z, y = features[start:start + samples_per_class], targets[start:start + samples_per_class]
-            loss = ca_loss(affine_logits(z, param), y, task_sizes, temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        schedule.step()
-        history.append(sum(losses) / len(losses))
+        return ((features[s:s + samples_per_class], targets[s:s + samples_per_class])
+                for s in range(0, features.shape[0], samples_per_class))
+
+    history = fit_head(param, epochs, lr, momentum, weight_decay, batches,
+                       lambda p, z, y: ca_loss(affine_logits(z, p), y, task_sizes, temperature))
     return param.detach().to(weight.dtype), history

@@ -61,13 +61,20 @@ def run_epochs(model: IncrementalModel, head: nn.Parameter, loader: DataLoader, 
             optimizer.step()
             total, count = total + loss.detach().double() * len(targets), count + len(targets)
         schedule.step()
-        mean = total.item() / max(count, 1)  # one read per epoch; a NaN or inf of any step propagates into it
-        if not math.isfinite(mean):
-            raise DivergenceError(f"the training loss is {mean}", diverging_lr_fix(cfg), epoch=epoch + 1)
-        losses.append(mean)
-        if on_epoch is not None:
-            on_epoch(epoch, mean)
+        close_epoch(total, count, epoch, cfg, losses, on_epoch)
     return losses
+
+
+def close_epoch(total: torch.Tensor, count: int, epoch: int, cfg: TrainConfig, losses: list[float],
+                on_epoch: Callable[[int, float], None] | None) -> None:
+    """The epoch's mean loss from its summed loss (one read per epoch: a NaN or inf of any step propagates into
+    it, and stops the run here), appended to `losses` and passed to `on_epoch`."""
+    mean = total.item() / max(count, 1)
+    if not math.isfinite(mean):
+        raise DivergenceError(f"the training loss is {mean}", diverging_lr_fix(cfg), epoch=epoch + 1)
+    losses.append(mean)
+    if on_epoch is not None:
+        on_epoch(epoch, mean)
 
 
 def diverging_lr_fix(cfg: TrainConfig) -> str:

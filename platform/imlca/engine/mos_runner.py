@@ -20,7 +20,6 @@ state as the test pass and is not counted. `once_per_step` pulls only after each
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from imlca.core.metrics import task_accuracies, task_counts
 from imlca.core.mos import masked_logits, orth_loss
 from imlca.data.cached_loader import loader_workers
 from imlca.engine.central import part, prefixed
-from imlca.engine.loops import autocast, diverging_lr_fix, extract_features, require_finite
+from imlca.engine.loops import autocast, close_epoch, extract_features, require_finite
 from imlca.engine.mos_prediction import MOSPredictor
 from imlca.engine.runner import TaskRunner
 from imlca.engine.seeding import derive_seed, generator
@@ -85,12 +84,7 @@ def fit_mos(model, head: nn.Parameter, loader, known: int, seen: int, old_means,
                     pull_set(backbone, mean, mos.adapter_momentum)  # `adapter_merge` l.174–175
                 total, count = total + loss.detach().double() * len(targets), count + len(targets)
             schedule.step()
-            value = total.item() / max(count, 1)
-            if not math.isfinite(value):
-                raise DivergenceError(f"the training loss is {value}", diverging_lr_fix(train), epoch=epoch + 1)
-            losses.append(value)
-            if on_epoch is not None:
-                on_epoch(epoch, value)
+            close_epoch(total, count, epoch, train, losses, on_epoch)
     return losses
 
 

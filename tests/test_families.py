@@ -152,6 +152,20 @@ def test_a_mos_run_keeps_a_snapshot_per_task_and_one_head_with_prototypes(tiny_m
     assert first["align_loss"] != first["align_loss"] and last["align_loss"] > 0  # aligned from task 1 on
 
 
+def test_a_mos_runs_artifacts_hold_its_weights_though_two_names_share_its_first_snapshot(tiny_mos_run, tmp_path):
+    """What `--track` and a sweep's trials write: safetensors refuses tensors that share memory, and MOS's weights
+    name the first snapshot as `0.*` and `adapter0.*`."""
+    from safetensors.torch import load_file
+
+    from imlca.engine.artifacts import write_run
+
+    merged = tiny_mos_run.merged
+    assert any(merged[k].data_ptr() == merged["adapter0." + k[2:]].data_ptr() for k in merged if k.startswith("0."))
+    write_run(tmp_path, load_config(TINY, tiny_family_overrides("mos")), tiny_mos_run)
+    written = load_file(str(tmp_path / "adapter.safetensors"))
+    assert written.keys() == merged.keys() and all(torch.equal(written[k], merged[k]) for k in merged)
+
+
 def test_mos_stored_adapters_drift_only_with_the_authors_reweighting():
     """every_forward: a stored adapter k ≥ 1 has been pulled once per block for each earlier test batch (none
     for adapter 0); once_per_step: never."""

@@ -29,6 +29,18 @@ def accuracy_csv(acc: list[list[float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unshared(tensors: Tensors) -> Tensors:
+    """The tensors contiguous, each on memory of its own: one whose storage an earlier one already uses is copied
+    (safetensors refuses to write shared memory; MOS's weights hold its first snapshot under two names)."""
+    seen, out = set(), {}
+    for key, value in tensors.items():
+        value = value.contiguous()
+        storage = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if storage in seen else value
+        seen.add(storage)
+    return out
+
+
 def write_artifacts(out_dir: Path, cfg: ExperimentConfig, acc: dict[str, list[list[float]]], merged: Tensors,
                     heads: dict[str, list[torch.Tensor]], extra: dict | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -38,8 +50,8 @@ def write_artifacts(out_dir: Path, cfg: ExperimentConfig, acc: dict[str, list[li
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     for method, rows in acc.items():
         (out_dir / f"accuracy_{method}.csv").write_text(accuracy_csv(rows))
-    save_file({k: v.contiguous() for k, v in merged.items()}, str(out_dir / "adapter.safetensors"))
-    save_file({f"{m}.{t}": h.contiguous() for m, hs in heads.items() for t, h in enumerate(hs)},
+    save_file(unshared(merged), str(out_dir / "adapter.safetensors"))
+    save_file(unshared({f"{m}.{t}": h for m, hs in heads.items() for t, h in enumerate(hs)}),
               str(out_dir / "heads.safetensors"))
 
 

@@ -67,6 +67,31 @@ def test_method_bars_draw_the_six_methods_of_the_comparison_in_registry_order():
     assert bars == [[51.0 + 5 - i, 61.0 + 5 - i] for i in range(6)]  # per method: cub, then vtab
 
 
+def test_a_report_over_families_draws_every_method_once_per_benchmark_and_skips_keys_a_run_lacks():
+    """IM trials (merge rule ties, no `mos.*` keys: an older version's runs) beside MOS trials (no rule): one bar
+    group per benchmark, Ā against train.lr from every run, `mos.reg` swept by nobody; method keys are no axis."""
+    from imlca.tracking.report import TrialRecord
+    from imlca.tracking.report_pages import build_rows, swept_keys
+
+    def record(i, method, rule, lr, extra):
+        params = {"train.lr": str(lr), "align.method": method, "family": method.split("_")[0], **extra}
+        return TrialRecord(str(i), f"r{i}", "digits", rule, 1993, params, {f"{method}/avg_acc": 50.0 + 10 * i})
+
+    found = [record(0, "im_lca", "ties", 0.01, {}), record(1, "im_lca", "ties", 0.03, {}),
+             record(2, "mos", "-", 0.01, {"mos.reg": "0.1"}), record(3, "mos", "-", 0.03, {"mos.reg": "0.1"})]
+    assert swept_keys(found) == ["train.lr"]
+    assert [(r.setting, r.method) for r in build_rows(found)] == [
+        ("train.lr=0.01", "mos"), ("train.lr=0.03", "mos"), ("train.lr=0.01", "im_lca"), ("train.lr=0.03", "im_lca")]
+    drawn = dict(sweep_figures(found))
+    assert list(drawn) == ["Ā per benchmark and method", "Ā against train.lr"]
+    bars = drawn["Ā per benchmark and method"].axes[0]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["digits"]
+    assert [p.get_height() for p in bars.patches] == [55.0, 75.0]  # IM+LCA: mean(50, 60); MOS: mean(70, 80)
+    lines = {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata()))
+             for c in drawn["Ā against train.lr"].axes[0].containers}  # one errorbar per method
+    assert lines == {"IM+LCA": ([0.01, 0.03], [50.0, 60.0]), "MOS": ([0.01, 0.03], [70.0, 80.0])}
+
+
 def log_run(uri: str, seed: int, lam: float, final: dict[str, tuple[float, float, float]]) -> None:
     """One run through the project's tracking (`TrackedRun`, as `imlca run --track`): a task report per task of
     tiny.yaml's 3, the last with `final` (method → Ā, last accuracy, forgetting), the earlier ones 10 points lower

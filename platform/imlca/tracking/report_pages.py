@@ -23,7 +23,8 @@ from imlca.tracking.report import mean_std
 METRICS = ("avg_acc", "last_acc", "forgetting")
 HEADERS = {"avg_acc": "Ā", "last_acc": "last accuracy", "forgetting": "forgetting"}
 LOWER_IS_BETTER = {"forgetting"}
-NOT_SWEPT = ("seed", "name", "output_dir")  # params that vary without being a setting to compare
+NOT_SWEPT = ("seed", "name", "output_dir", "align.method", "family")  # params that vary without being a setting
+# to compare (the method is a row's own column and a series of every figure)
 ROBUSTNESS = ("c_mean", "p_frame_acc", "p_flip_rate")
 
 
@@ -54,7 +55,7 @@ class Report:
 
 
 def setting_of(record, keys: list[str]) -> str:
-    return " ".join(f"{k}={record.params.get(k)}" for k in keys)
+    return " ".join(f"{k}={record.params[k]}" for k in keys if k in record.params)
 
 
 def build_rows(found: list) -> list[Row]:
@@ -95,14 +96,23 @@ def swept_keys(found: list) -> list[str]:
     """Params whose value differs between the records (the sweep's axes), seed and names excluded."""
     keys = set().union(*(r.params for r in found)) if found else set()
     return sorted(k for k in keys if k not in NOT_SWEPT and not k.startswith("tracking.")
-                  and len({r.params.get(k) for r in found}) > 1)
+                  and len({r.params[k] for r in found if k in r.params}) > 1)
+
+
+def axis_values(found: list, key: str) -> dict[str, float | str]:
+    """The key's values among the records that have it (runs of another family or an older version may not) →
+    numbers where every value is one, else the text (one category each)."""
+    values = {r.params[key] for r in found if key in r.params}
+    numbers = {v: _number(v) for v in values}
+    return numbers if all(isinstance(n, float) for n in numbers.values()) else {v: v for v in values}
 
 
 def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, Figure]]:
     """Ā per method × benchmark (bars, seeds' spread), Ā against each swept key, λ × α-style heatmap for two:
     (caption, Figure) pairs, drawn from the records' own metrics."""
     out = []
-    label = (lambda r: r.benchmark) if len({r.rule for r in found}) <= 1 else (lambda r: f"{r.benchmark} {r.rule}")
+    rules = {r.rule for r in found if r.rule != "-"}  # "-": a family that merges nothing
+    label = (lambda r: r.benchmark) if len(rules) <= 1 else (lambda r: f"{r.benchmark} {r.rule}")
     bars: dict = defaultdict(list)
     for record in found:
         for method in record.methods:
@@ -110,17 +120,18 @@ def sweep_figures(found: list, headline: str = "im_lca") -> list[tuple[str, Figu
     if bars:
         out.append(("Ā per benchmark and method", figures.method_bars(bars)))
     keys = swept_keys(found)
-    for key in keys:
+    axes = {key: axis_values(found, key) for key in keys}
+    for key, x in axes.items():
         points: dict = defaultdict(lambda: defaultdict(list))
-        for record in found:
+        for record in (r for r in found if key in r.params):
             for method in record.methods:
-                points[method][_number(record.params.get(key))].append(record.metrics[f"{method}/avg_acc"])
+                points[method][x[record.params[key]]].append(record.metrics[f"{method}/avg_acc"])
         out.append((f"Ā against {key}", figures.sweep_lines(points, key)))
     if len(keys) == 2:
         cells: dict = defaultdict(list)
         for record in found:
-            if f"{headline}/avg_acc" in record.metrics:
-                coords = tuple(_number(record.params.get(k)) for k in keys)
+            if f"{headline}/avg_acc" in record.metrics and all(k in record.params for k in keys):
+                coords = tuple(axes[k][record.params[k]] for k in keys)
                 cells[coords].append(record.metrics[f"{headline}/avg_acc"])
         if cells:
             fig = figures.sweep_heatmap(cells, keys[0], keys[1], f"{figures.label(headline)} Ā")

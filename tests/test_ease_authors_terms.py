@@ -17,6 +17,8 @@ from imlca.engine.ease_runner import proxy_optimizer
 from imlca.engine.loops import run_epochs
 from imlca.models.adapters import adapter_parameters, attach_adapters, sites
 
+from timm_features import Ours
+
 D, R = 32, 8
 
 
@@ -49,15 +51,6 @@ class TheirViT(nn.Module):
             x = blk.mlp.fc2(blk.mlp.act(blk.mlp.fc1(blk.norm2(x))))
             x = residual + (x + adapt_x)
         return vit.norm(x)[:, 0]
-
-
-class Ours(nn.Module):
-    def __init__(self, backbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def features(self, x):
-        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
 
 
 def _pair():

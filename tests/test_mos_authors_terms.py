@@ -19,6 +19,8 @@ from imlca.engine.mos_prediction import MOSPredictor
 from imlca.engine.mos_runner import fit_mos
 from imlca.models.adapters import attach_adapters, load_set, pulled_on_every_block, read_set, sites
 
+from timm_features import Ours
+
 D, R, M = 32, 8, 0.1  # width, bottleneck, adapter momentum
 
 
@@ -76,18 +78,6 @@ class TheirViT(nn.Module):
             adapt_x = adapter[layer](x)
             x = x + (blk.mlp.fc2(blk.mlp.act(blk.mlp.fc1(blk.norm2(x)))) + adapt_x)
         return vit.norm(x)[:, 0]
-
-
-class Ours(nn.Module):
-    def __init__(self, backbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def features(self, x):
-        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-
-    def freeze_statistics(self):
-        return self.eval()
 
 
 def _vit():

@@ -84,12 +84,12 @@ def run_trial(cache: str, variants: int, samples: int) -> dict:
 
     start = status_bytes("VmHWM")
     trajectory = TrajectoryCache(cache).load(FINGERPRINT)
-    return_large_blocks()  # as a grouped trial does once it holds its trajectory
+    fixed = return_large_blocks()  # as a grouped trial does once it holds its trajectory
     cfg = trial_config(samples)
     runs = Replay({f"lam={lam}": dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, lam=lam))
                    for lam in LAMBDAS[:variants]}, trajectory)
     last = [runs.step(step) for step in trajectory.steps][-1]
-    return {"start_bytes": start, "peak_bytes": status_bytes("VmHWM"),
+    return {"start_bytes": start, "peak_bytes": status_bytes("VmHWM"), "large_blocks_returned": fixed,
             "avg_acc": {name: report["avg_acc"] for name, report in last.items()}}
 
 
